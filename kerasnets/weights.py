@@ -1,0 +1,259 @@
+"""Loading weights from the layouts users have.
+
+* keras.applications' published legacy HDF5 files (`layer_names` at the root,
+  layers named `conv2d_<i>`, `batch_normalization_<i>`, `predictions`);
+* Keras 3 `.weights.h5` / `.keras` files written from a kerasnets model;
+* TF-slim checkpoints (`InceptionV3/Mixed_5b/Branch_1/Conv2d_0b_5x5/weights`).
+
+Each foreign layout is described by a table (a `*Layout` object built by the
+model's module); this file holds the one reader per format. Every shape is
+checked before any variable is assigned, so a wrong file changes nothing and
+the error names the first layer that does not fit.
+"""
+
+import dataclasses
+import logging
+import os
+import re
+import zipfile
+
+import numpy as np
+
+logger = logging.getLogger("kerasnets")
+
+# Keras variable name -> slim variable name.
+_SLIM_VARIABLE = {
+    "kernel": "weights",
+    "bias": "biases",
+    "gamma": "gamma",
+    "beta": "beta",
+    "moving_mean": "moving_mean",
+    "moving_variance": "moving_variance",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class SlimLayout:
+    """How a model's layers map to a TF-slim checkpoint.
+
+    A layer `A.B.C` (or `A.B.C.Conv2D`) holds the variables of slim scope
+    `<scope>/A/B/C`, unless `renamed` says otherwise; `optional_prefixes` are
+    heads whose variables may be absent or skipped (slim's AuxLogits).
+    Classifier layers accept slim's extra background class and drop it.
+    """
+
+    scope: str
+    renamed: dict
+    optional_prefixes: tuple = ()
+    op_suffix: str = ".Conv2D"
+
+    def slim_scope(self, layer_name):
+        if layer_name in self.renamed:
+            return f"{self.scope}/{self.renamed[layer_name]}"
+        base = layer_name[: -len(self.op_suffix)] if layer_name.endswith(self.op_suffix) else layer_name
+        return f"{self.scope}/{base.replace('.', '/')}"
+
+    def is_classifier(self, layer_name):
+        return layer_name in self.renamed
+
+
+@dataclasses.dataclass(frozen=True)
+class KerasApplicationsLayout:
+    """keras.applications' file: the i-th `conv2d_*` / `batch_normalization_*` (in
+    creation order, i.e. by their number) goes to `conv_layers[i]` /
+    `batch_norm_layers[i]`; `predictions` goes to `classifier`."""
+
+    conv_layers: tuple
+    batch_norm_layers: tuple
+    classifier: str
+    file_classifier: str = "predictions"
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    kind: str  # "keras_applications_h5" | "keras3" | "slim_checkpoint"
+    path: str
+
+
+def resolve(weights, config, include_top):
+    """Turns the `weights` argument into a Source, checking the file's format.
+
+    Runs before the model is built. "imagenet" fetches the published file with
+    `keras.utils.get_file`, which checks its MD5.
+    """
+    if weights is None:
+        return None
+    if weights == "imagenet":
+        import keras
+
+        entry = config.weights_file("imagenet", include_top)
+        path = keras.utils.get_file(entry.filename, entry.url, cache_subdir="models", file_hash=entry.md5)
+        return Source("keras_applications_h5", path)
+    path = os.fspath(weights)
+    if os.path.isdir(path):
+        import tensorflow as tf
+
+        prefix = tf.train.latest_checkpoint(path)
+        if prefix is None:
+            raise ValueError(f"weights={path!r} is a directory without a TF checkpoint")
+        return Source("slim_checkpoint", prefix)
+    if not os.path.exists(path) and os.path.exists(path + ".index"):
+        return Source("slim_checkpoint", path)
+    if path.endswith(".keras"):
+        if not zipfile.is_zipfile(path):
+            raise ValueError(f"weights={path!r} is not a readable .keras archive")
+        return Source("keras3", path)
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            legacy = "layer_names" in f.attrs
+            keras3 = "layers" in f or "vars" in f
+    except OSError as e:
+        raise ValueError(
+            f"weights={path!r} is not a readable HDF5 weights file ({e}). Valid: a keras.applications "
+            ".h5, a Keras .weights.h5/.keras file, or a TF checkpoint prefix."
+        ) from None
+    if legacy:
+        return Source("keras_applications_h5", path)
+    if keras3:
+        return Source("keras3", path)
+    raise ValueError(f"weights={path!r} is HDF5 but neither keras.applications' layout nor a Keras 3 weights file")
+
+
+def load(model, source, slim_layout=None, keras_applications_layout=None):
+    """Loads `source` into `model` (a no-op for None)."""
+    if source is None:
+        return
+    if source.kind == "keras3":
+        _load_keras3(model, source.path)
+        return
+    if source.kind == "keras_applications_h5":
+        arrays = _read_keras_applications(model, source.path, keras_applications_layout)
+    else:
+        arrays = _read_slim(model, source.path, slim_layout)
+    _assign(model, arrays, source.path)
+
+
+def _assign(model, arrays, path):
+    """Checks every shape, then assigns: a mismatch leaves the model untouched."""
+    for layer_name, values in arrays.items():
+        layer = model.get_layer(layer_name)
+        for variable, value in zip(layer.weights, values):
+            if tuple(variable.shape) != tuple(value.shape):
+                raise ValueError(
+                    f"weights={path!r} does not fit this model: layer {layer_name!r} expects "
+                    f"{variable.path} of shape {tuple(variable.shape)}, the file has {tuple(value.shape)}."
+                )
+    for layer_name, values in arrays.items():
+        model.get_layer(layer_name).set_weights(values)
+
+
+def _number(name):
+    # Keras names the i-th layer of a kind `kind_i` (the first plain `kind` in Keras 3).
+    match = re.search(r"_(\d+)$", name)
+    return int(match.group(1)) if match else 0
+
+
+def _read_keras_applications(model, path, layout):
+    import h5py
+
+    if layout is None:
+        raise ValueError(f"weights={path!r}: model {model.name!r} has no keras.applications layout")
+    present = {layer.name for layer in model.layers}
+    convs, norms, classifier = [], [], None
+    with h5py.File(path, "r") as f:
+        for name in _attr_strings(f.attrs["layer_names"]):
+            group = f[name]
+            weight_names = _attr_strings(group.attrs.get("weight_names", []))
+            if not weight_names:
+                continue
+            values = {wn.split("/")[-1].split(":")[0]: np.asarray(group[wn]) for wn in weight_names}
+            if name == layout.file_classifier:
+                classifier = values
+            elif set(values) == {"kernel"} and values["kernel"].ndim == 4:
+                convs.append((_number(name), name, values))
+            elif {"beta", "moving_mean", "moving_variance"} <= set(values):
+                norms.append((_number(name), name, values))
+            else:
+                raise ValueError(
+                    f"weights={path!r}: layer {name!r} (variables {sorted(values)}) has no place in {model.name!r}"
+                )
+    for found, wanted, kind in ((convs, layout.conv_layers, "convolutions"),
+                                (norms, layout.batch_norm_layers, "batch norms")):
+        if len(found) != len(wanted):
+            raise ValueError(
+                f"weights={path!r} has {len(found)} {kind}; {model.name!r} in keras.applications' layout "
+                f"has {len(wanted)}: the file is of another architecture."
+            )
+    pairs = list(zip(wanted_layers := layout.conv_layers + layout.batch_norm_layers,
+                     [v for _, _, v in sorted(convs, key=lambda t: t[0])]
+                     + [v for _, _, v in sorted(norms, key=lambda t: t[0])]))
+    del wanted_layers
+    if layout.classifier in present:
+        if classifier is None:
+            raise ValueError(
+                f"weights={path!r} has no classifier ({layout.file_classifier!r}); build with "
+                "include_top=False or use the file with the top."
+            )
+        pairs.append((layout.classifier, classifier))
+    arrays = {}
+    for layer_name, values in pairs:
+        if layer_name not in present:
+            continue  # truncated model (final_endpoint)
+        layer = model.get_layer(layer_name)
+        arrays[layer_name] = [values[v.name] for v in layer.weights]
+    return arrays
+
+
+def _attr_strings(values):
+    return [v.decode("utf8") if isinstance(v, bytes) else str(v) for v in values]
+
+
+def _read_slim(model, prefix, layout):
+    import tensorflow as tf
+
+    if layout is None:
+        raise ValueError(f"weights={prefix!r}: model {model.name!r} has no TF-slim layout")
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+    except Exception as e:  # tf raises several types for unreadable checkpoints
+        raise ValueError(f"weights={prefix!r} is not a readable TF checkpoint: {e}") from None
+    shapes = reader.get_variable_to_shape_map()
+    arrays, missing, used = {}, [], set()
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        scope = layout.slim_scope(layer.name)
+        values = []
+        for variable in layer.weights:
+            slim_name = f"{scope}/{_SLIM_VARIABLE[variable.name]}"
+            if slim_name not in shapes:
+                missing.append(slim_name)
+                continue
+            used.add(slim_name)
+            value = reader.get_tensor(slim_name)
+            if layout.is_classifier(layer.name):
+                value = value.reshape(tuple(variable.shape)[:-1] + value.shape[-1:]) \
+                    if value.size // value.shape[-1] == np.prod(variable.shape[:-1]) else value
+                if value.shape[-1] == variable.shape[-1] + 1:
+                    value = value[..., 1:]  # slim's class 0 is "background"
+            values.append(value)
+        arrays[layer.name] = values
+    if missing:
+        raise ValueError(
+            f"weights={prefix!r} lacks {len(missing)} variable(s) this model needs, first: {missing[:5]} "
+            "(a checkpoint of another architecture or depth?)"
+        )
+    extra = sorted(n for n in shapes if n.startswith(layout.scope + "/") and n not in used)
+    if extra:
+        logger.info("skipped %d checkpoint variable(s) the model does not have: %s%s", len(extra),
+                    ", ".join(extra[:5]), " ..." if len(extra) > 5 else "")
+    return arrays
+
+
+def _load_keras3(model, path):
+    try:
+        model.load_weights(path)
+    except Exception as e:  # Keras raises ValueError/KeyError/OSError depending on the mismatch
+        raise ValueError(f"weights={path!r} does not fit model {model.name!r}: {e}") from None

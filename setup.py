@@ -1,0 +1,22 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="kerasnets",
+    version="0.1.0",
+    description="Classic CNN architectures for Keras 3 with TF-slim endpoints and real weight loading",
+    long_description=open("README.md", encoding="utf8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["kerasnets", "kerasnets.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "tensorflow>=2.16",
+        "keras>=3.0",
+        "tensorflow-datasets",
+        "h5py",
+        "numpy",
+    ],
+    extras_require={
+        "test": ["pytest"],
+    },
+    entry_points={"console_scripts": ["kerasnets=kerasnets.cli:main"]},
+)

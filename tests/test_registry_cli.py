@@ -1,0 +1,69 @@
+"""Registry and command line."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+import kerasnets
+from kerasnets import analysis, cli
+
+
+def test_list_models_and_pattern():
+    assert "inception_v3" in kerasnets.list_models()
+    assert kerasnets.list_models("inception*") == ["inception_v3"]
+    assert kerasnets.list_models("nothing*") == []
+
+
+def test_create_model_passes_arguments():
+    model = kerasnets.create_model("inception_v3", include_top=False, depth_multiplier=0.1, input_shape=(75, 75, 3))
+    assert kerasnets.endpoints(model)[-1] == "Mixed_7c"
+
+
+def test_unknown_name_suggests_close_ones():
+    with pytest.raises(ValueError, match="Unknown model name 'inception_v4'.*Did you mean: inception_v3"):
+        kerasnets.create_model("inception_v4")
+
+
+def test_config_is_data():
+    config = kerasnets.get_config("inception_v3")
+    assert (config.default_size, config.min_size, config.preprocessing, config.classes) == (299, 75, "tf", 1000)
+    assert {w.include_top for w in config.weights["imagenet"]} == {True, False}
+    assert all(w.url.startswith("https://storage.googleapis.com/tensorflow/keras-applications/")
+               for w in config.weights["imagenet"])
+
+
+def test_summary_rows_add_up():
+    model = kerasnets.inception_v3(depth_multiplier=0.1, input_shape=(75, 75, 3), aux_logits=False)
+    rows = analysis.summarize(model)
+    assert rows[-1]["endpoint"] == "total"
+    assert sum(r["params"] for r in rows[:-1]) == rows[-1]["params"] == model.count_params()
+    assert [r["endpoint"] for r in rows[:-1]] == kerasnets.endpoints(model)
+    # Conv2d_1a_3x3: 3x3x3 kernel to max(int(32*0.1), 16) = 16 filters, plus beta/mean/variance.
+    assert rows[0]["params"] == 3 * 3 * 3 * 16 + 3 * 16
+
+
+def test_cli_summary_json(capsys):
+    assert cli.main(["summary", "inception_v3", "--input-size", "139", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows[0] == {"endpoint": "Conv2d_1a_3x3", "output_shape": [69, 69, 32], "params": 960}
+    assert rows[-1]["endpoint"] == "total" and rows[-1]["params"] == 23_851_784
+
+
+def test_cli_list(capsys):
+    assert cli.main(["list"]) == 0
+    assert "inception_v3" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["summary", "inception_v9"], "Unknown model name 'inception_v9'"),
+    (["summary", "inception_v3", "--input-size", "32"], "at least 75"),
+    (["list", "zzz*"], "no registered model matches"),
+])
+def test_cli_errors_are_one_line(argv, message):
+    result = subprocess.run([sys.executable, "-m", "kerasnets", *argv], capture_output=True, text=True)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().count("\n") == 0 or "kerasnets: error:" in result.stderr.splitlines()[-1]
