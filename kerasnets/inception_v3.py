@@ -143,11 +143,11 @@ def conv_layer_name(scope):
     return f"{name}.Conv2D" if name in BASE_ENDPOINTS else name
 
 
-def _conv_bn(x, filters, kernel, strides, padding, scope, output_name=None):
+def _conv_bn(x, filters, kernel, strides, padding, scope, output_name=None, initializer=WEIGHT_INITIALIZER):
     """slim.conv2d with its batch norm (no scale, as slim) and ReLU."""
     conv_name = conv_layer_name(scope)
     x = keras.layers.Conv2D(filters, kernel, strides=strides, padding=padding, use_bias=False,
-                            kernel_initializer=WEIGHT_INITIALIZER, name=conv_name)(x)
+                            kernel_initializer=initializer, name=conv_name)(x)
     x = keras.layers.BatchNormalization(scale=False, epsilon=BATCH_NORM_EPSILON, momentum=BATCH_NORM_MOMENTUM,
                                         name=f"{scope.replace('/', '.')}.BatchNorm")(x)
     return keras.layers.Activation("relu", name=output_name or f"{scope.replace('/', '.')}.Relu")(x)
@@ -158,15 +158,16 @@ def _pool(x, op, name):
     return layer(3, strides=op.strides, padding=op.padding, name=name)(x)
 
 
-def _apply_branch(x, ops, scope, depth):
+def _apply_branch(x, ops, scope, depth, initializer):
     for op in ops:
         if isinstance(op, Conv):
-            x = _conv_bn(x, depth(op.filters), op.kernel, op.strides, op.padding, f"{scope}/{op.name}")
+            x = _conv_bn(x, depth(op.filters), op.kernel, op.strides, op.padding, f"{scope}/{op.name}",
+                         initializer=initializer)
         elif isinstance(op, Pool):
             x = _pool(x, op, f"{scope}/{op.name}".replace("/", "."))
         else:  # Fork
-            forks = [_conv_bn(x, depth(c.filters), c.kernel, c.strides, c.padding, f"{scope}/{c.name}")
-                     for c in op.convs]
+            forks = [_conv_bn(x, depth(c.filters), c.kernel, c.strides, c.padding, f"{scope}/{c.name}",
+                              initializer=initializer) for c in op.convs]
             x = keras.layers.Concatenate(name=f"{scope.replace('/', '.')}.concat")(forks)
     return x
 
@@ -251,12 +252,16 @@ def inception_v3(include_top=True, weights=None, input_tensor=None, input_shape=
     def depth(filters):
         return max(int(filters * depth_multiplier), min_depth)
 
+    # Layers a weights file will fill start at zero: slim's truncated-normal draws
+    # would cost a third of the build time for nothing.
+    initializer = WEIGHT_INITIALIZER if source is None else "zeros"
     inputs, source_inputs = common.make_input(shape, input_tensor)
     x = inputs
     features = {}
     for endpoint, op in STEM:
         if isinstance(op, Conv):
-            x = _conv_bn(x, depth(op.filters), op.kernel, op.strides, op.padding, endpoint, output_name=endpoint)
+            x = _conv_bn(x, depth(op.filters), op.kernel, op.strides, op.padding, endpoint, output_name=endpoint,
+                         initializer=initializer)
         else:
             x = _pool(x, op, endpoint)
         features[endpoint] = x
@@ -264,7 +269,7 @@ def inception_v3(include_top=True, weights=None, input_tensor=None, input_shape=
             break
     else:
         for block, branches in MIXED:
-            outputs = [_apply_branch(x, ops, f"{block}/{branch}", depth) for branch, ops in branches]
+            outputs = [_apply_branch(x, ops, f"{block}/{branch}", depth, initializer) for branch, ops in branches]
             x = keras.layers.Concatenate(name=block)(outputs)
             features[block] = x
             if block == final_endpoint:
@@ -274,7 +279,7 @@ def inception_v3(include_top=True, weights=None, input_tensor=None, input_shape=
     if include_top:
         x = keras.layers.GlobalAveragePooling2D(name="AvgPool_1a")(x)
         x = keras.layers.Dropout(dropout_rate, name="PreLogits")(x)
-        x = keras.layers.Dense(classes, kernel_initializer=WEIGHT_INITIALIZER, name="Logits")(x)
+        x = keras.layers.Dense(classes, kernel_initializer=initializer, name="Logits")(x)
         model_outputs = keras.layers.Activation(classifier_activation, dtype="float32", name="Predictions")(x)
         if aux_logits:
             model_outputs = [model_outputs, _aux_head(features[AUX_INPUT], classes, depth)]
@@ -296,6 +301,7 @@ def _aux_head(x, classes, depth):
     x = keras.layers.Conv2D(classes, 1, kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.001),
                             name="AuxLogits.Conv2d_2b_1x1")(x)
     # A 1x1 map at the default size (slim squeezes); larger inputs average like global_pool.
+    # (The aux head keeps its initializers: keras.applications' files do not have it.)
     return keras.layers.GlobalAveragePooling2D(dtype="float32", name="AuxLogits")(x)
 
 

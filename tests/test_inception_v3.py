@@ -162,3 +162,14 @@ def test_preprocess_input_scales_to_unit_range():
 def test_argument_errors(kwargs, error, pattern):
     with pytest.raises(error, match=pattern):
         kerasnets.inception_v3(**kwargs)
+
+
+def test_decode_predictions_drops_slim_background(monkeypatch):
+    from keras.src.applications import imagenet_utils
+
+    monkeypatch.setattr(imagenet_utils, "CLASS_INDEX", {str(i): (f"n{i:08d}", f"class_{i}") for i in range(1000)})
+    scores = np.zeros((1, 1001), "float32")
+    scores[0, 0], scores[0, 6], scores[0, 2] = 0.9, 0.08, 0.02  # 0 is slim's background
+    top = kerasnets.decode_predictions(scores, top=2)[0]
+    assert [(name, float(score)) for _, name, score in top] == [("class_5", pytest.approx(0.08)),
+                                                                 ("class_1", pytest.approx(0.02))]

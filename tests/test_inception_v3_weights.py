@@ -292,3 +292,12 @@ def test_imagenet_argument_errors():
         kerasnets.inception_v3(weights="imagenet", include_top=False, input_shape=(299, 299, 1))
     with pytest.raises(TypeError, match="weights must be"):
         kerasnets.inception_v3(weights=3)
+
+
+def test_keras3_file_of_another_model_names_the_layer(tmp_path):
+    path = str(tmp_path / "small.weights.h5")
+    kerasnets.inception_v3(depth_multiplier=0.25, include_top=False, input_shape=(75, 75, 3)).save_weights(path)
+    with pytest.raises(ValueError, match=r"does not fit.*Conv2d_2b_3x3\.Conv2D"):
+        kerasnets.inception_v3(depth_multiplier=0.5, include_top=False, input_shape=(75, 75, 3), weights=path)
+    with pytest.raises(ValueError, match="does not fit.*Logits"):
+        kerasnets.inception_v3(depth_multiplier=0.25, input_shape=(75, 75, 3), weights=path)
