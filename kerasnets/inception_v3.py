@@ -312,13 +312,13 @@ SLIM_LAYOUT = weights_lib.SlimLayout(
     renamed={"Logits": "Logits/Conv2d_1c_1x1", "AuxLogits.Conv2d_2b_1x1": "AuxLogits/Conv2d_2b_1x1"},
     optional_prefixes=("AuxLogits",),
 )
-KERAS_APPLICATIONS_LAYOUT = weights_lib.KerasApplicationsLayout(
-    # keras.applications creates its 94 conv/batch-norm pairs in slim's order:
-    # conv2d_<i> and batch_normalization_<i> belong to the i-th slim scope.
-    conv_layers=tuple(conv_layer_name(s) for s in conv_scopes()),
-    batch_norm_layers=tuple(f"{s.replace('/', '.')}.BatchNorm" for s in conv_scopes()),
-    classifier="Logits",
-)
+# keras.applications creates its 94 conv/batch-norm pairs in slim's order and
+# leaves them unnamed: conv2d_<i> and batch_normalization_<i> belong to the i-th slim scope.
+KERAS_APPLICATIONS_LAYOUT = weights_lib.KerasApplicationsLayout(table={
+    **{f"conv2d_{i}": conv_layer_name(s) for i, s in enumerate(conv_scopes(), start=1)},
+    **{f"batch_normalization_{i}": f"{s.replace('/', '.')}.BatchNorm" for i, s in enumerate(conv_scopes(), start=1)},
+    "predictions": "Logits",
+})
 
 
 def preprocess_input(x, data_format=None):

@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import zipfile
+from typing import Mapping
 
 import numpy as np
 
@@ -59,14 +60,16 @@ class SlimLayout:
 
 @dataclasses.dataclass(frozen=True)
 class KerasApplicationsLayout:
-    """keras.applications' file: the i-th `conv2d_*` / `batch_normalization_*` (in
-    creation order, i.e. by their number) goes to `conv_layers[i]` /
-    `batch_norm_layers[i]`; `predictions` goes to `classifier`."""
+    """keras.applications' file: `table` maps its layer names to ours.
 
-    conv_layers: tuple
-    batch_norm_layers: tuple
-    classifier: str
-    file_classifier: str = "predictions"
+    Layers keras.applications leaves unnamed get Keras' automatic names
+    (`conv2d_7`, or `conv2d`, `conv2d_1`, ... from Keras 3), whose numbers are
+    offset by whatever was built before; the reader renumbers each kind in
+    `auto_named` 1, 2, ... in creation order, as the published files have them.
+    """
+
+    table: Mapping[str, str]
+    auto_named: tuple = ("conv2d", "batch_normalization")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,54 +158,53 @@ def _number(name):
     return int(match.group(1)) if match else 0
 
 
+def _canonical_names(names, auto_named):
+    """Renumbers automatically named layers 1, 2, ... per kind, in creation order."""
+    canonical = {name: name for name in names}
+    for kind in auto_named:
+        pattern = re.compile(rf"^{kind}(_\d+)?$")
+        same_kind = sorted((n for n in names if pattern.match(n)), key=_number)
+        for rank, name in enumerate(same_kind, start=1):
+            canonical[name] = f"{kind}_{rank}"
+    return canonical
+
+
 def _read_keras_applications(model, path, layout):
     import h5py
 
     if layout is None:
         raise ValueError(f"weights={path!r}: model {model.name!r} has no keras.applications layout")
-    present = {layer.name for layer in model.layers}
-    convs, norms, classifier = [], [], None
     with h5py.File(path, "r") as f:
+        stored = {}
         for name in _attr_strings(f.attrs["layer_names"]):
-            group = f[name]
-            weight_names = _attr_strings(group.attrs.get("weight_names", []))
-            if not weight_names:
-                continue
-            values = {wn.split("/")[-1].split(":")[0]: np.asarray(group[wn]) for wn in weight_names}
-            if name == layout.file_classifier:
-                classifier = values
-            elif set(values) == {"kernel"} and values["kernel"].ndim == 4:
-                convs.append((_number(name), name, values))
-            elif {"beta", "moving_mean", "moving_variance"} <= set(values):
-                norms.append((_number(name), name, values))
-            else:
-                raise ValueError(
-                    f"weights={path!r}: layer {name!r} (variables {sorted(values)}) has no place in {model.name!r}"
-                )
-    for found, wanted, kind in ((convs, layout.conv_layers, "convolutions"),
-                                (norms, layout.batch_norm_layers, "batch norms")):
-        if len(found) != len(wanted):
-            raise ValueError(
-                f"weights={path!r} has {len(found)} {kind}; {model.name!r} in keras.applications' layout "
-                f"has {len(wanted)}: the file is of another architecture."
-            )
-    pairs = list(zip(wanted_layers := layout.conv_layers + layout.batch_norm_layers,
-                     [v for _, _, v in sorted(convs, key=lambda t: t[0])]
-                     + [v for _, _, v in sorted(norms, key=lambda t: t[0])]))
-    del wanted_layers
-    if layout.classifier in present:
-        if classifier is None:
-            raise ValueError(
-                f"weights={path!r} has no classifier ({layout.file_classifier!r}); build with "
-                "include_top=False or use the file with the top."
-            )
-        pairs.append((layout.classifier, classifier))
+            weight_names = _attr_strings(f[name].attrs.get("weight_names", []))
+            if weight_names:
+                stored[name] = {wn.split("/")[-1].split(":")[0]: np.asarray(f[name][wn]) for wn in weight_names}
+    stored = {canonical: stored[name] for name, canonical in _canonical_names(list(stored), layout.auto_named).items()}
+    extra = [name for name in stored if name not in layout.table]
+    if extra:
+        raise ValueError(
+            f"weights={path!r} has layer(s) {extra[:3]} that {model.name!r} does not have in keras.applications' "
+            "layout: the file is of another architecture."
+        )
+    present = {layer.name for layer in model.layers}
     arrays = {}
-    for layer_name, values in pairs:
+    for file_name, layer_name in layout.table.items():
         if layer_name not in present:
-            continue  # truncated model (final_endpoint)
+            continue  # the file's classifier for a model without top, or a truncated model
+        if file_name not in stored:
+            raise ValueError(
+                f"weights={path!r} has no weights for layer {layer_name!r} (keras.applications' {file_name!r})"
+                + ("; build with include_top=False or use the file with the top." if file_name == "predictions"
+                   else ": the file is of another architecture.")
+            )
         layer = model.get_layer(layer_name)
-        arrays[layer_name] = [values[v.name] for v in layer.weights]
+        try:
+            arrays[layer_name] = [stored[file_name][v.name] for v in layer.weights]
+        except KeyError as e:
+            raise ValueError(
+                f"weights={path!r}: keras.applications' {file_name!r} has no {e.args[0]!r} for layer {layer_name!r}"
+            ) from None
     return arrays
 
 
