@@ -99,13 +99,33 @@ def make_input(shape, input_tensor):
     return inputs, None
 
 
-def global_pooling(x, pooling, name_prefix=""):
+def global_pooling(x, pooling, avg_name="global_pool", max_name="global_max_pool"):
     """Applies `pooling` ('avg'/'max'/None) like keras.applications without the top."""
     if pooling == "avg":
-        return keras.layers.GlobalAveragePooling2D(name=f"{name_prefix}AvgPool_1a")(x)
+        return keras.layers.GlobalAveragePooling2D(name=avg_name)(x)
     if pooling == "max":
-        return keras.layers.GlobalMaxPooling2D(name=f"{name_prefix}MaxPool_1a")(x)
+        return keras.layers.GlobalMaxPooling2D(name=max_name)(x)
     return x
+
+
+def classifier(x, classes, activation, initializer, pool_name="global_pool", dropout=None):
+    """Global average pool, optional `(rate, name)` dropout, `Logits` and `Predictions` (float32)."""
+    x = keras.layers.GlobalAveragePooling2D(name=pool_name)(x)
+    if dropout is not None:
+        rate, name = dropout
+        x = keras.layers.Dropout(rate, name=name)(x)
+    x = keras.layers.Dense(classes, kernel_initializer=initializer, name="Logits")(x)
+    return keras.layers.Activation(activation, dtype="float32", name="Predictions")(x)
+
+
+def model_with_top(inputs, source_inputs, x, *, include_top, pooling, classes, classifier_activation, initializer,
+                   name, pool_name="global_pool", dropout=None):
+    """The builders' common ending: classifier or pooling, then the Model."""
+    if include_top:
+        x = classifier(x, classes, classifier_activation, initializer, pool_name=pool_name, dropout=dropout)
+    else:
+        x = global_pooling(x, pooling, avg_name=pool_name)
+    return keras.Model(inputs if source_inputs is None else source_inputs, x, name=name)
 
 
 def is_endpoint_layer(layer):

@@ -275,18 +275,14 @@ def inception_v3(include_top=True, weights=None, input_tensor=None, input_shape=
             if block == final_endpoint:
                 break
 
-    model_outputs = x
-    if include_top:
-        x = keras.layers.GlobalAveragePooling2D(name="AvgPool_1a")(x)
-        x = keras.layers.Dropout(dropout_rate, name="PreLogits")(x)
-        x = keras.layers.Dense(classes, kernel_initializer=initializer, name="Logits")(x)
-        model_outputs = keras.layers.Activation(classifier_activation, dtype="float32", name="Predictions")(x)
-        if aux_logits:
-            model_outputs = [model_outputs, _aux_head(features[AUX_INPUT], classes, depth)]
-    else:
-        model_outputs = common.global_pooling(x, pooling)
-
-    model = keras.Model(inputs if source_inputs is None else source_inputs, model_outputs, name=name)
+    model = common.model_with_top(inputs, source_inputs, x, include_top=include_top, pooling=pooling,
+                                  classes=classes, classifier_activation=classifier_activation,
+                                  initializer=initializer, name=name, pool_name="AvgPool_1a",
+                                  dropout=(dropout_rate, "PreLogits"))
+    if aux_logits:
+        aux = _aux_head(features[AUX_INPUT], classes, depth)
+        model = keras.Model(model.inputs[0] if len(model.inputs) == 1 else model.inputs, [model.output, aux],
+                            name=name)
     weights_lib.load(model, source, SLIM_LAYOUT, KERAS_APPLICATIONS_LAYOUT)
     return model
 

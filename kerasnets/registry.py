@@ -39,6 +39,12 @@ class ModelConfig:
     # tag ("imagenet") -> files, one with the classifier and one without.
     weights: Mapping[str, tuple] = dataclasses.field(default_factory=dict)
 
+    def preprocess(self, x):
+        """The model's input normalisation of RGB pixels in [0, 255] (keras.applications' modes)."""
+        import keras
+
+        return keras.applications.imagenet_utils.preprocess_input(x, mode=self.preprocessing)
+
     def weights_file(self, tag, include_top):
         """The published file for `tag`, with or without the classifier."""
         for entry in self.weights.get(tag, ()):

@@ -1,0 +1,117 @@
+"""Network in Network.
+
+Reference:
+  Lin, Chen, Yan, "Network In Network", ICLR 2014 (https://arxiv.org/abs/1312.4400).
+
+An mlpconv block is a spatial convolution followed by two 1x1 convolutions
+("cascaded cross channel parametric pooling", cccp), each with a ReLU. The
+last block's last 1x1 convolution produces one map per class, which global
+average pooling turns into the logits: no fully connected layer. Layer names
+follow the authors' released Caffe models: `mlpconv1.conv`, `mlpconv1.cccp1`,
+`mlpconv1.cccp2`, `pool1`, ...; each block's output is the endpoint
+`mlpconv1` ... `mlpconvN` (pooling outputs `pool1` ... are endpoints too).
+Without the top, the class-map layer is left out, so the last endpoint is
+that block's second layer. Pooling uses TF's "same" padding, which gives
+Caffe's (ceil-mode) sizes on 32x32 CIFAR images.
+"""
+
+import functools
+
+import keras
+
+from kerasnets import common
+from kerasnets import registry
+from kerasnets import weights as weights_lib
+
+# Per block: (spatial kernel, stride, filters, cccp filters, cccp filters) -- the paper's
+# released models; None stands for the number of classes. Then the pooling after the block.
+VARIANTS = {
+    # CIFAR-10 model (89.6 % reported): max pool, then average pool, each followed by dropout.
+    "cifar": dict(
+        blocks=((5, 1, 192, 160, 96), (5, 1, 192, 192, 192), (3, 1, 192, 192, None)),
+        pools=(("max", True), ("avg", True)),
+        default_size=32, min_size=8, classes=10),
+    # ImageNet model: 3x3/2 max pooling between blocks, dropout before the last block.
+    "imagenet": dict(
+        blocks=((11, 4, 96, 96, 96), (5, 1, 256, 256, 256), (3, 1, 384, 384, 384), (3, 1, 1024, 1024, None)),
+        pools=(("max", False), ("max", False), ("max", True)),
+        default_size=224, min_size=32, classes=1000),
+}
+
+
+def nin(variant="cifar", include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+        classes=None, classifier_activation="softmax", dropout_rate=0.5, batch_norm=False, name="NIN"):
+    """Instantiates Network in Network (Lin, Chen & Yan, ICLR 2014).
+
+    Args:
+      variant: "cifar" (3 mlpconv blocks, 32x32 input) or "imagenet" (4
+        blocks, 224x224).
+      include_top, weights, input_tensor, input_shape, pooling,
+        classifier_activation, name: as in keras.applications; weights are
+        None or a Keras `.weights.h5`/`.keras` file (none are published).
+      classes: defaults to 10 (cifar) or 1000 (imagenet).
+      dropout_rate: dropout after the pooling layers the paper puts it on.
+      batch_norm: add BatchNorm after every convolution (the common modern
+        variant, not in the paper).
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {sorted(VARIANTS)}, got variant={variant!r}")
+    spec = VARIANTS[variant]
+    config = registry.get_config("nin" if variant == "cifar" else "nin_imagenet")
+    classes = spec["classes"] if classes is None else classes
+    if not 0 <= dropout_rate < 1:
+        raise ValueError(f"dropout_rate must be in [0, 1), got dropout_rate={dropout_rate!r}")
+    if not isinstance(batch_norm, bool):
+        raise TypeError(f"batch_norm must be True or False, got batch_norm={batch_norm!r}")
+    if weights == "imagenet":
+        raise ValueError("weights='imagenet': no published NIN weights; use None or a file you trained")
+    shape = common.validate_common(include_top=include_top, weights=weights, input_shape=input_shape,
+                                   input_tensor=input_tensor, pooling=pooling, classes=classes, config=config)
+    source = weights_lib.resolve(weights, config, include_top)
+
+    def conv(x, filters, kernel, strides, scope, output_name):
+        padding = "valid" if strides > 1 else "same"  # the 11x11/4 layer is unpadded, the others keep size
+        x = keras.layers.Conv2D(filters, kernel, strides=strides, padding=padding, use_bias=not batch_norm,
+                                name=scope)(x)
+        if batch_norm:
+            x = keras.layers.BatchNormalization(name=f"{scope}.BatchNorm")(x)
+        return keras.layers.Activation("relu", name=output_name or f"{scope}.Relu")(x)
+
+    inputs, source_inputs = common.make_input(shape, input_tensor)
+    x = inputs
+    blocks = spec["blocks"]
+    for number, (kernel, strides, *filters) in enumerate(blocks, start=1):
+        block = f"mlpconv{number}"
+        layers = [(f"{block}.conv", filters[0], kernel, strides), (f"{block}.cccp{2 * number - 1}", filters[1], 1, 1)]
+        if filters[2] is not None:
+            layers.append((f"{block}.cccp{2 * number}", filters[2], 1, 1))
+        elif include_top:  # the last layer makes the class maps: it is the classifier
+            layers.append((f"{block}.cccp{2 * number}", classes, 1, 1))
+        for i, (scope, f, k, s) in enumerate(layers):
+            x = conv(x, f, k, s, scope, block if i == len(layers) - 1 else None)
+        if number <= len(spec["pools"]):
+            kind, dropout = spec["pools"][number - 1]
+            pool = keras.layers.MaxPooling2D if kind == "max" else keras.layers.AveragePooling2D
+            x = pool(3, strides=2, padding="same", name=f"pool{number}")(x)
+            if dropout:
+                x = keras.layers.Dropout(dropout_rate, name=f"pool{number}.Dropout")(x)
+    if include_top:
+        x = keras.layers.GlobalAveragePooling2D(name="Logits")(x)
+        x = keras.layers.Activation(classifier_activation, dtype="float32", name="Predictions")(x)
+    else:
+        x = common.global_pooling(x, pooling)
+    model = keras.Model(inputs if source_inputs is None else source_inputs, x, name=name)
+    weights_lib.load(model, source)
+    return model
+
+
+def preprocess_input(x, data_format=None):
+    """Scales RGB pixels in [0, 255] to [-1, 1]."""
+    return keras.applications.imagenet_utils.preprocess_input(x, data_format=data_format, mode="tf")
+
+
+for _name, _variant in (("nin", "cifar"), ("nin_imagenet", "imagenet")):
+    registry.register(registry.ModelConfig(
+        name=_name, builder=functools.partial(nin, _variant),
+        default_size=VARIANTS[_variant]["default_size"], min_size=VARIANTS[_variant]["min_size"],
+        preprocessing="tf", classes=VARIANTS[_variant]["classes"], paper="https://arxiv.org/abs/1312.4400"))
