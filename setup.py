@@ -14,9 +14,12 @@ setup(
         "tensorflow-datasets",
         "h5py",
         "numpy",
+        "tensorboard",  # TensorFlow 2.21 no longer pulls it in; training writes TensorBoard logs
+        "matplotlib",  # training_curves.png
     ],
     extras_require={
-        "test": ["pytest"],
+        # scikit-learn: its bundled digits are the real images the learning tests train on.
+        "test": ["pytest", "scikit-learn"],
     },
     entry_points={"console_scripts": ["kerasnets=kerasnets.cli:main"]},
 )

@@ -52,10 +52,8 @@ def timed(fn, repeats):
     return statistics.median(times)
 
 
-def throughput(model, images, repeats, jit):
-    model.compile(jit_compile=jit)
-    model.predict(images, verbose=0)  # trace / compile once
-    return len(images) / timed(lambda: model.predict(images, verbose=0), repeats)
+def throughput(model, images):
+    return len(images) / timed(lambda: model.predict(images, verbose=0), 1)
 
 
 def main():
@@ -88,9 +86,12 @@ def main():
             diff = np.max(np.abs(ours.predict(images, verbose=0) - theirs.predict(images, verbose=0)))
             for jit in {"off": [False], "on": [True], "both": [False, True]}[args.jit]:
                 runs = {"kerasnets": [], "keras": []}
+                for model in (ours, theirs):
+                    model.compile(jit_compile=jit)
+                    model.predict(images, verbose=0)  # trace (and compile) once
                 for _ in range(args.repeats):
-                    runs["kerasnets"].append(throughput(ours, images, 1, jit))
-                    runs["keras"].append(throughput(theirs, images, 1, jit))
+                    runs["kerasnets"].append(throughput(ours, images))
+                    runs["keras"].append(throughput(theirs, images))
                 med = {k: statistics.median(v) for k, v in runs.items()}
                 label = f"predict img/s, batch {batch}, jit {'on' if jit else 'off'}"
                 rows.append((name, label, med["kerasnets"], med["keras"], med["kerasnets"] / med["keras"]))

@@ -35,6 +35,33 @@ def cmd_list(args):
         print(f"{name:<{width}}  {config.default_size:>5}  {config.classes:>7}  {','.join(config.weights) or '-'}")
 
 
+def cmd_train(args):
+    from kerasnets import data, training
+
+    augmentation = data.Augmentation(min_area=args.min_crop_area, flip=not args.no_flip,
+                                     color_jitter=args.color_jitter)
+    training.train(args.model, args.data, image_size=args.image_size, epochs=args.epochs,
+                   batch_size=args.batch_size, weights=args.weights, freeze_backbone=args.freeze_backbone,
+                   fine_tune_from=args.fine_tune_from, optimizer=args.optimizer, lr=args.lr,
+                   label_smoothing=args.label_smoothing, weight_decay=args.weight_decay,
+                   mixed_precision=args.mixed_precision, distribute=args.distribute, output=args.output,
+                   resume=args.resume, overwrite=args.overwrite, augmentation=augmentation, seed=args.seed,
+                   verbose=args.verbose, model_args=dict(args.model_arg))
+
+
+def _model_arg(text):
+    """KEY=VALUE with VALUE a Python literal (True, 0.5, 'x') or else a plain string."""
+    import ast
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. batch_norm=True), got {text!r}")
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value
+
+
 def _positive_int(text):
     try:
         value = int(text)
@@ -54,6 +81,36 @@ def make_parser():
     summary.add_argument("--input-size", type=_positive_int, default=None, help="square input size (default: the model's)")
     summary.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
     summary.set_defaults(func=cmd_summary)
+
+    from kerasnets import training
+
+    train = sub.add_parser("train", help="train or fine-tune a model on tfds or an image folder (model.fit)")
+    train.add_argument("model", help="registry name (see `kerasnets list`) or a .keras file")
+    train.add_argument("--model-arg", type=_model_arg, action="append", default=[], metavar="KEY=VALUE",
+                       help="builder argument, repeatable (e.g. batch_norm=True, depth_multiplier=0.5)")
+    train.add_argument("--data", required=True, help="tfds:NAME[:SPLIT], ROOT/{train,test}/<label>/ or ROOT/<label>/")
+    train.add_argument("--image-size", type=_positive_int, default=None, help="default: the model's input size")
+    train.add_argument("--epochs", type=_positive_int, default=10)
+    train.add_argument("--batch-size", type=_positive_int, default=32, help="global batch size (all replicas)")
+    train.add_argument("--weights", default=None, help="imagenet or a weights file, for transfer learning")
+    tuning = train.add_mutually_exclusive_group()
+    tuning.add_argument("--freeze-backbone", action="store_true", help="train only the new head")
+    tuning.add_argument("--fine-tune-from", metavar="ENDPOINT", help="train from this endpoint on (e.g. Mixed_6e)")
+    train.add_argument("--optimizer", choices=training.OPTIMIZERS, default="rmsprop")
+    train.add_argument("--lr", type=float, default=None, help="initial learning rate (decays 0.94 every 2 epochs)")
+    train.add_argument("--label-smoothing", type=float, default=0.0)
+    train.add_argument("--weight-decay", type=float, default=4e-5)
+    train.add_argument("--mixed-precision", choices=["auto", *training.PRECISIONS], default="auto")
+    train.add_argument("--distribute", choices=training.DISTRIBUTIONS, default="auto")
+    train.add_argument("--output", default=None, help="run directory (default runs/<model>)")
+    train.add_argument("--resume", action="store_true", help="continue a run from its last completed epoch")
+    train.add_argument("--overwrite", action="store_true", help="replace an earlier run in --output")
+    train.add_argument("--min-crop-area", type=float, default=0.08, help="random resized crop's smallest area")
+    train.add_argument("--no-flip", action="store_true", help="no random horizontal flips")
+    train.add_argument("--color-jitter", action="store_true", help="random brightness/saturation/contrast")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1, help="Keras progress: 0 none, 1 bar, 2 line")
+    train.set_defaults(func=cmd_train)
 
     listing = sub.add_parser("list", help="registered models")
     listing.add_argument("pattern", nargs="?", default=None, help="fnmatch pattern, e.g. 'resnet*'")

@@ -1,0 +1,217 @@
+"""Input pipelines for training and evaluation.
+
+Sources:
+  * `tfds:NAME[:SPLIT]` -- a tensorflow-datasets set, loaded from its data_dir
+    as tfds does (SPLIT is a tfds split spec for training, default "train";
+    evaluation uses "test", else "validation", else 10 % of the training split);
+  * `ROOT` with `ROOT/train/<label>/*` and `ROOT/test/<label>/*` (or `val`,
+    `validation`): tfds' ImageFolder layout;
+  * `ROOT/<label>/*`: one folder per class, split into training and
+    validation with a seeded shuffle.
+
+Images of any size and of 1 to 4 channels are decoded to RGB. Unreadable
+files are found once, up front, with the same decoder the pipeline uses,
+skipped and counted; the pipeline also drops any that fail later
+(`ignore_errors`), so a bad file never ends an epoch.
+
+Training batches get Inception's augmentation (random resized crop, flip,
+optional colour jitter), evaluation batches a 0.875 central crop; both are
+float32 RGB in [0, 255] -- the model's own normalisation is its first layer.
+"""
+
+import dataclasses
+import os
+import random
+
+import tensorflow as tf
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+EVAL_SPLIT_NAMES = ("test", "val", "validation")
+CENTRAL_FRACTION = 0.875
+
+
+@dataclasses.dataclass
+class Augmentation:
+    """Inception-style training augmentation (Szegedy et al. 2015; slim's inception_preprocessing)."""
+
+    min_area: float = 0.08
+    aspect_ratios: tuple = (3 / 4, 4 / 3)
+    flip: bool = True
+    color_jitter: bool = False
+
+
+@dataclasses.dataclass
+class Data:
+    train: tf.data.Dataset
+    eval: tf.data.Dataset
+    class_names: list
+    train_count: int
+    eval_count: int
+    skipped: list  # paths (or tfds record numbers) that could not be decoded
+    eval_name: str
+
+
+def _list_class_folder(root):
+    classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
+    files, labels = [], []
+    for index, name in enumerate(classes):
+        for dirpath, _, filenames in os.walk(os.path.join(root, name)):
+            for filename in sorted(filenames):
+                if filename.lower().endswith(IMAGE_EXTENSIONS):
+                    files.append(os.path.join(dirpath, filename))
+                    labels.append(index)
+    return classes, files, labels
+
+
+def _decode(contents):
+    return tf.io.decode_image(contents, channels=3, expand_animations=False)
+
+
+def readable(files):
+    """Indices of `files` that decode, found with the pipeline's own decoder, in parallel."""
+    indices = tf.data.Dataset.from_tensor_slices((tf.range(len(files)), files))
+    indices = indices.map(lambda i, path: (i, tf.shape(_decode(tf.io.read_file(path)))[0]),
+                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+    ok = indices.ignore_errors().map(lambda i, _: i)
+    return sorted(int(i) for i in ok.as_numpy_iterator())
+
+
+def _folder_source(root, validation_fraction, seed):
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"--data {root!r}: no such directory (expected ROOT/<label>/ or ROOT/train/<label>/)")
+    subdirs = {d.lower(): d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d))}
+    eval_dir = next((subdirs[n] for n in EVAL_SPLIT_NAMES if n in subdirs), None)
+    if "train" in subdirs:
+        classes, train_files, train_labels = _list_class_folder(os.path.join(root, subdirs["train"]))
+        if eval_dir is None:
+            raise ValueError(f"--data {root!r} has train/ but no test/, val/ or validation/ folder")
+        eval_classes, eval_files, eval_labels = _list_class_folder(os.path.join(root, eval_dir))
+        if eval_classes != classes:
+            raise ValueError(f"--data {root!r}: {eval_dir}/ has classes {eval_classes}, train/ has {classes}")
+        eval_name = eval_dir
+    else:
+        classes, files, labels = _list_class_folder(root)
+        pairs = list(zip(files, labels))
+        random.Random(seed).shuffle(pairs)
+        cut = max(1, int(round(len(pairs) * validation_fraction))) if len(pairs) > 1 else 0
+        eval_pairs, train_pairs = pairs[:cut], pairs[cut:]
+        train_files, train_labels = [p[0] for p in train_pairs], [p[1] for p in train_pairs]
+        eval_files, eval_labels = [p[0] for p in eval_pairs], [p[1] for p in eval_pairs]
+        eval_name = f"validation ({validation_fraction:.0%} of {root}, seed {seed})"
+    if len(classes) < 2:
+        raise ValueError(f"--data {root!r}: found {len(classes)} class folder(s) {classes}; need at least 2 "
+                         "(ROOT/<label>/image.jpg or ROOT/train/<label>/image.jpg)")
+    if not train_files:
+        raise ValueError(f"--data {root!r}: no images ({', '.join(IMAGE_EXTENSIONS)}) in the class folders")
+    skipped = []
+    splits = []
+    for files, labels in ((train_files, train_labels), (eval_files, eval_labels)):
+        good = readable(files) if files else []
+        skipped += [files[i] for i in sorted(set(range(len(files))) - set(good))]
+        files = [files[i] for i in good]
+        labels = [labels[i] for i in good]
+        images = tf.data.Dataset.from_tensor_slices((files, labels)).map(
+            lambda path, label: (_decode(tf.io.read_file(path)), label), num_parallel_calls=tf.data.AUTOTUNE)
+        splits.append((images.ignore_errors(), len(files)))
+    return classes, splits, skipped, eval_name
+
+
+def _tfds_source(spec, validation_fraction):
+    import tensorflow_datasets as tfds
+
+    _, _, rest = spec.partition(":")
+    name, _, train_split = rest.partition(":")
+    train_split = train_split or "train"
+    try:
+        builder = tfds.builder(name)
+    except Exception as e:  # tfds raises DatasetNotFoundError (and others for bad configs)
+        raise ValueError(f"--data {spec!r}: tensorflow-datasets has no dataset {name!r} ({type(e).__name__})") from None
+    builder.download_and_prepare()
+    info = builder.info
+    label_feature = info.features["label"]
+    classes = list(label_feature.names)
+    # (A mocked dataset -- tfds.testing.mock_data -- lists no splits: assume the usual two.)
+    available = list(info.splits.keys()) or ["train", "test"]
+    eval_split = next((s for s in EVAL_SPLIT_NAMES if s in available), None)
+    if eval_split is None:
+        percent = int(round(100 * validation_fraction))
+        train_split, eval_split = f"{train_split}[{percent}%:]", f"{train_split}[:{percent}%]"
+    splits = []
+    for split in (train_split, eval_split):
+        ds = builder.as_dataset(split=split, as_supervised=True)
+        try:
+            count = info.splits[split].num_examples
+        except KeyError:
+            count = int(ds.cardinality())
+            count = count if count >= 0 else sum(1 for _ in ds)
+        ds = ds.map(lambda image, label: (_as_rgb(image), label))
+        splits.append((ds, count))
+    return classes, splits, [], eval_split
+
+
+def _as_rgb(image):
+    image = tf.convert_to_tensor(image)
+    channels = image.shape[-1]
+    if channels == 1:
+        return tf.image.grayscale_to_rgb(image)
+    if channels == 4:
+        return image[..., :3]
+    return image
+
+
+def random_resized_crop(image, size, augmentation):
+    """A random crop covering `min_area`..1 of the image with aspect ratio in range, resized to `size`."""
+    begin, crop_size, _ = tf.image.sample_distorted_bounding_box(
+        tf.shape(image), bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), min_object_covered=0.0,
+        aspect_ratio_range=augmentation.aspect_ratios, area_range=(augmentation.min_area, 1.0), max_attempts=20,
+        use_image_if_no_bounding_boxes=True)
+    image = tf.slice(image, begin, crop_size)
+    return tf.image.resize(image, (size, size))
+
+
+def train_transform(image, size, augmentation):
+    image = random_resized_crop(image, size, augmentation)
+    if augmentation.flip:
+        image = tf.image.random_flip_left_right(image)
+    if augmentation.color_jitter:
+        image = tf.image.random_brightness(image, 32.0)
+        image = tf.image.random_saturation(image, 0.5, 1.5)
+        image = tf.image.random_contrast(image, 0.5, 1.5)
+    return tf.clip_by_value(image, 0.0, 255.0)
+
+
+def eval_transform(image, size):
+    image = tf.image.central_crop(tf.image.convert_image_dtype(image, tf.float32), CENTRAL_FRACTION)
+    return tf.image.resize(image, (size, size)) * 255.0
+
+
+def load(source, image_size, batch_size, augmentation=None, validation_fraction=0.2, seed=0,
+         cache_bytes=2 * 1024**3, drop_remainder=False):
+    """Training and evaluation datasets of `(image, label)` batches, plus what was found.
+
+    `drop_remainder` drops the last, smaller training batch (several replicas
+    need equal per-replica shapes).
+    """
+    augmentation = augmentation or Augmentation()
+    if not isinstance(source, str) or not source:
+        raise ValueError(f"--data must be 'tfds:NAME[:SPLIT]' or a directory, got {source!r}")
+    if source.startswith("tfds:"):
+        classes, splits, skipped, eval_name = _tfds_source(source, validation_fraction)
+    else:
+        classes, splits, skipped, eval_name = _folder_source(source, validation_fraction, seed)
+    (train, train_count), (evaluation, eval_count) = splits
+    # Decoded images are cached when they fit (small sets: every epoch after the first is free).
+    if train_count * 256 * 256 * 3 <= cache_bytes:
+        train = train.cache()
+    train = train.shuffle(min(train_count, 10_000), seed=seed, reshuffle_each_iteration=True)
+    train = train.map(lambda image, label: (train_transform(image, image_size, augmentation), label),
+                      num_parallel_calls=tf.data.AUTOTUNE)
+    evaluation = evaluation.map(lambda image, label: (eval_transform(image, image_size), label),
+                                num_parallel_calls=tf.data.AUTOTUNE)
+    if eval_count * image_size * image_size * 3 * 4 <= cache_bytes:
+        evaluation = evaluation.cache()
+    if drop_remainder and train_count < batch_size:
+        raise ValueError(f"--batch-size {batch_size} is larger than the {train_count} training images")
+    train = train.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+    evaluation = evaluation.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return Data(train, evaluation, classes, train_count, eval_count, skipped, eval_name)

@@ -1,0 +1,366 @@
+"""Training through `model.fit`: from scratch or by transfer learning.
+
+`train()` is the Python API; `kerasnets train` calls it. A run writes, in
+its output directory: `model.keras`, `labels.txt`, `metrics.json`,
+`history.csv`, `training_curves.png`, TensorBoard logs (`logs/`), `run.json`
+(the run's settings) and, while it runs, `backup/` (Keras' BackupAndRestore),
+from which `resume=True` continues a killed run at its last completed epoch.
+Every file is written to a temporary name and renamed, so a run killed at any
+moment leaves the previous version of each file intact.
+
+Batch size is global: with several devices or workers, each gets
+`batch_size / replicas` images per step.
+"""
+
+import csv
+import io
+import json
+import os
+import shutil
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kerasnets import common
+from kerasnets import data as data_lib
+from kerasnets import layers as kn_layers
+from kerasnets import registry
+
+OPTIMIZERS = ("rmsprop", "sgd", "adam", "adamw")
+# slim's train_image_classifier recipe for RMSProp; the usual defaults for the others.
+DEFAULT_LEARNING_RATES = {"rmsprop": 0.01, "sgd": 0.1, "adam": 0.001, "adamw": 0.001}
+PRECISIONS = {"float16": "mixed_float16", "bfloat16": "mixed_bfloat16", "off": "float32"}
+DISTRIBUTIONS = ("auto", "mirrored", "multi-worker", "off")
+HEAD = ("PreLogits", "Logits", "Predictions")
+
+
+def say(message):
+    print(f"[kerasnets] {message}", flush=True)
+
+
+def atomic_write(path, writer, mode="w"):
+    """Writes through `writer(file)` to a temporary file, then renames it over `path`."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, mode) as f:
+        writer(f)
+    os.replace(tmp, path)
+
+
+def precision_policy(mode):
+    """`auto`: float16 on GPU, float32 on CPU."""
+    if mode == "auto":
+        mode = "float16" if tf.config.list_physical_devices("GPU") else "off"
+    if mode not in PRECISIONS:
+        raise ValueError(f"mixed_precision must be one of {['auto', *PRECISIONS]}, got {mode!r}")
+    return PRECISIONS[mode]
+
+
+def make_strategy(mode):
+    if mode not in DISTRIBUTIONS:
+        raise ValueError(f"distribute must be one of {list(DISTRIBUTIONS)}, got {mode!r}")
+    if mode == "auto":
+        if "TF_CONFIG" in os.environ:
+            mode = "multi-worker"
+        elif len(tf.config.list_logical_devices("GPU")) > 1:
+            mode = "mirrored"
+        else:
+            mode = "off"
+    if mode == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if mode == "multi-worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def make_optimizer(name, learning_rate, steps_per_epoch, weight_decay, decay_rate=0.94, decay_epochs=2.0):
+    """Optimizer with slim's staircase exponential decay (0.94 every 2 epochs by default)."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {name!r}")
+    learning_rate = DEFAULT_LEARNING_RATES[name] if learning_rate is None else learning_rate
+    if not learning_rate > 0:
+        raise ValueError(f"lr must be > 0, got {learning_rate!r}")
+    schedule = keras.optimizers.schedules.ExponentialDecay(
+        learning_rate, decay_steps=max(1, int(decay_epochs * steps_per_epoch)), decay_rate=decay_rate, staircase=True)
+    decay = weight_decay or None
+    if name == "rmsprop":
+        return keras.optimizers.RMSprop(schedule, rho=0.9, momentum=0.9, epsilon=1.0, weight_decay=decay)
+    if name == "sgd":
+        return keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True, weight_decay=decay)
+    if name == "adam":
+        return keras.optimizers.Adam(schedule, weight_decay=decay)
+    return keras.optimizers.AdamW(schedule, weight_decay=weight_decay)
+
+
+def build_model(model, classes, image_size, weights=None, dropout_rate=0.2, model_args=None):
+    """The network to train: raw RGB [0, 255] in (normalisation as its first layer), `classes` out.
+
+    From scratch the registry's own classifier is kept; with `weights` the
+    pretrained backbone gets a new `PreLogits`/`Logits`/`Predictions` head.
+    """
+    if isinstance(model, str) and model.endswith(".keras"):
+        if not os.path.exists(model):
+            raise FileNotFoundError(f"MODEL {model!r}: no such .keras file")
+        loaded = keras.saving.load_model(model)
+        outputs = loaded.output.shape[-1]
+        if outputs != classes:
+            raise ValueError(f"MODEL {model!r} predicts {outputs} classes; the data has {classes}")
+        return loaded
+    config = registry.get_config(model)
+    model_args = dict(model_args or {})
+    inputs = keras.Input((image_size, image_size, 3), name="image")
+    x = kn_layers.Preprocess(config.preprocessing, name="image.Preprocess")(inputs)
+    if weights is None:
+        return config.builder(weights=None, classes=classes, input_tensor=x, **model_args)
+    base = config.builder(weights=weights, include_top=False, pooling="avg", input_tensor=x, **model_args)
+    y = keras.layers.Dropout(dropout_rate, name="PreLogits")(base.output)
+    y = keras.layers.Dense(classes, name="Logits")(y)
+    y = keras.layers.Activation("softmax", dtype="float32", name="Predictions")(y)
+    return keras.Model(inputs, y, name=base.name)
+
+
+def _ancestors(layer):
+    """Every layer `layer` depends on, itself included."""
+    seen, stack = {}, [layer]
+    while stack:
+        current = stack.pop()
+        if current.name in seen:
+            continue
+        seen[current.name] = current
+        for node in current._inbound_nodes:
+            stack.extend(t._keras_history.operation for t in node.input_tensors)
+    return seen
+
+
+def freeze(model, freeze_backbone=False, fine_tune_from=None):
+    """Freezes the backbone, or everything before endpoint `fine_tune_from`; returns frozen layer names.
+
+    Frozen batch norms run in inference mode (Keras does so for trainable=False).
+    """
+    if freeze_backbone and fine_tune_from:
+        raise ValueError("freeze_backbone and fine_tune_from exclude each other: pick one")
+    frozen = set()
+    if freeze_backbone:
+        frozen = {layer.name for layer in model.layers if layer.name not in HEAD}
+    elif fine_tune_from:
+        names = common.endpoints(model)
+        if fine_tune_from not in names:
+            raise ValueError(f"--fine-tune-from {fine_tune_from!r} is not an endpoint of {model.name}; valid: {names}")
+        index = names.index(fine_tune_from)
+        if index > 0:
+            frozen = set(_ancestors(model.get_layer(names[index - 1])))
+    for layer in model.layers:
+        if layer.name in frozen:
+            layer.trainable = False
+    return frozen
+
+
+class HistoryFile(keras.callbacks.Callback):
+    """history.csv, rewritten atomically each epoch; on resume keeps the epochs before the restart."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+        self.rows = []
+
+    def on_train_begin(self, logs=None):
+        start = getattr(self.model, "_initial_epoch", 0) or 0
+        self.rows = [r for r in read_history(self.path) if int(r["epoch"]) < start]
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.rows.append({"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()}})
+        keys = list(dict.fromkeys(k for row in self.rows for k in row))
+
+        def write(f):
+            writer = csv.DictWriter(f, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(self.rows)
+
+        atomic_write(self.path, write)
+
+
+def read_history(path):
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+class EpochLine(keras.callbacks.Callback):
+    """One line per epoch, with throughput."""
+
+    def __init__(self, images_per_epoch, epochs):
+        super().__init__()
+        self.images_per_epoch, self.epochs = images_per_epoch, epochs
+        self.seconds, self.images = 0.0, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        elapsed = time.perf_counter() - self._start
+        self.seconds += elapsed
+        self.images += self.images_per_epoch
+        metrics = " ".join(f"{k}={v:.4f}" for k, v in (logs or {}).items() if "learning_rate" not in k)
+        say(f"epoch {epoch + 1}/{self.epochs}: {metrics} ({self.images_per_epoch / elapsed:.1f} img/s)")
+
+
+def plot_history(rows, path):
+    """training_curves.png: loss and accuracy per epoch, training and validation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [int(r["epoch"]) + 1 for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric in zip(axes, ("loss", "accuracy")):
+        for prefix, style in (("", "-"), ("val_", "--")):
+            key = prefix + metric
+            if rows and key in rows[0]:
+                ax.plot(epochs, [float(r[key]) for r in rows], style, marker="o", label=key)
+        ax.set_xlabel("epoch")
+        ax.set_title(metric)
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    atomic_write(path, lambda f: f.write(buffer.getvalue()), mode="wb")
+
+
+def _evenly_split(dataset, count, batch_size, replicas):
+    """Pads the last evaluation batch with zero-weight copies so it splits evenly over replicas.
+
+    (Keras' evaluate fails on a final batch that replicas would get unequal parts of.)
+    """
+    if replicas == 1:
+        return dataset
+    pad = (-count) % replicas
+    weighted = dataset.unbatch().map(lambda image, label: (image, label, 1.0))
+    if pad:
+        filler = weighted.take(1).map(lambda image, label, _: (image, label, 0.0)).repeat(pad)
+        weighted = weighted.concatenate(filler)
+    return weighted.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def prepare_output(output, resume, overwrite):
+    """Refuses to replace an earlier run unless told to (`resume` continues it)."""
+    if resume and overwrite:
+        raise ValueError("resume and overwrite exclude each other: pick one")
+    existing = [n for n in ("run.json", "model.keras", "backup") if os.path.exists(os.path.join(output, n))]
+    if existing and not (resume or overwrite):
+        raise FileExistsError(f"--output {output!r} already holds a run ({', '.join(existing)}); pass --resume to "
+                              "continue it or --overwrite to start over")
+    if existing and resume and not os.path.exists(os.path.join(output, "backup")) and "model.keras" in existing:
+        raise ValueError(f"--output {output!r}: that run finished (model.keras, no backup/); nothing to resume")
+    if overwrite:
+        shutil.rmtree(os.path.join(output, "backup"), ignore_errors=True)
+    os.makedirs(output, exist_ok=True)
+
+
+def train(model, data, *, image_size=None, epochs=10, batch_size=32, weights=None, freeze_backbone=False,
+          fine_tune_from=None, optimizer="rmsprop", lr=None, label_smoothing=0.0, weight_decay=4e-5,
+          mixed_precision="auto", distribute="auto", output=None, resume=False, overwrite=False,
+          augmentation=None, validation_fraction=0.2, seed=0, verbose=1, model_args=None):
+    """Trains `model` (a registry name or a `.keras` file) on `data`; returns `(model, history)`.
+
+    `model_args` go to the registry builder (e.g. `{"batch_norm": True}` for
+    nin, `{"depth_multiplier": 0.5}` for inception_v3).
+    `history` is a keras History whose `.history` holds every epoch of the
+    run, those before a resume included. See the module docstring for what is
+    written to `output` (default `runs/<model>`).
+    """
+    for flag, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{flag} must be a positive integer, got {value!r}")
+    if not 0 <= label_smoothing < 1:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
+    policy = precision_policy(mixed_precision)
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
+    is_file = isinstance(model, str) and model.endswith(".keras")
+    if is_file:
+        if not os.path.exists(model):
+            raise FileNotFoundError(f"MODEL {model!r}: no such .keras file")
+    else:
+        config = registry.get_config(model)
+        image_size = image_size or config.default_size
+        if image_size < config.min_size:
+            raise ValueError(f"image_size={image_size} is below {model}'s minimum {config.min_size}")
+    output = output or os.path.join("runs", os.path.basename(str(model)).removesuffix(".keras"))
+    prepare_output(output, resume, overwrite)
+    keras.utils.set_random_seed(seed)
+
+    if is_file and image_size is None:
+        image_size = keras.saving.load_model(model).input_shape[1]
+    strategy = make_strategy(distribute)
+    if batch_size % strategy.num_replicas_in_sync:
+        raise ValueError(f"batch_size={batch_size} (global) must be a multiple of the "
+                         f"{strategy.num_replicas_in_sync} replicas")
+    found = data_lib.load(data, image_size, batch_size, augmentation, validation_fraction, seed,
+                          drop_remainder=strategy.num_replicas_in_sync > 1)
+    classes = len(found.class_names)
+    say(f"data found: {found.train_count} training images in {classes} classes, {found.eval_count} for "
+        f"evaluation ({found.eval_name}); {len(found.skipped)} unreadable skipped"
+        + (f", e.g. {found.skipped[0]}" if found.skipped else ""))
+    one_hot = lambda image, label: (image, tf.one_hot(label, classes))  # noqa: E731
+    train_ds = found.train.map(one_hot)
+    eval_ds = _evenly_split(found.eval.map(one_hot), found.eval_count, batch_size, strategy.num_replicas_in_sync)
+    atomic_write(os.path.join(output, "labels.txt"), lambda f: f.write("\n".join(found.class_names) + "\n"))
+    settings = dict(model=str(model), data=str(data), image_size=image_size, epochs=epochs, batch_size=batch_size,
+                    weights=None if weights is None else str(weights), freeze_backbone=freeze_backbone,
+                    fine_tune_from=fine_tune_from, optimizer=optimizer, lr=lr, label_smoothing=label_smoothing,
+                    weight_decay=weight_decay, mixed_precision=policy, seed=seed, model_args=model_args)
+    atomic_write(os.path.join(output, "run.json"), lambda f: json.dump(settings, f, indent=2))
+
+    previous_policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        steps_per_epoch = max(1, -(-found.train_count // batch_size))
+        with strategy.scope():
+            net = build_model(model, classes, image_size, weights, model_args=model_args)
+            frozen = freeze(net, freeze_backbone, fine_tune_from)
+            net.compile(
+                optimizer=make_optimizer(optimizer, lr, steps_per_epoch, weight_decay),
+                loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
+                metrics=["accuracy"] + ([keras.metrics.TopKCategoricalAccuracy(5, name="top5_accuracy")]
+                                        if classes > 5 else []))
+        trainable = sum(int(np.prod(v.shape)) for v in net.trainable_weights)
+        say(f"model built: {net.name}, {net.count_params():,} parameters ({trainable:,} trainable, "
+            f"{len(frozen)} layers frozen), input {image_size}x{image_size}, policy {policy}, "
+            f"{strategy.num_replicas_in_sync} replica(s)")
+        epoch_line = EpochLine(found.train_count, epochs)
+        history_file = HistoryFile(os.path.join(output, "history.csv"))
+        callbacks = [
+            keras.callbacks.BackupAndRestore(os.path.join(output, "backup")),
+            history_file,
+            epoch_line,
+            keras.callbacks.TensorBoard(os.path.join(output, "logs")),
+        ]
+        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            from kerasnets import distributed
+
+            history = distributed.fit(net, strategy, train_ds, epochs, eval_ds, callbacks, verbose)
+        else:
+            history = net.fit(train_ds, epochs=epochs, validation_data=eval_ds, callbacks=callbacks, verbose=verbose)
+        history.history = {k: [float(r[k]) for r in history_file.rows] for k in history_file.rows[0]
+                           if k != "epoch"} if history_file.rows else history.history
+        results = net.evaluate(eval_ds, verbose=0, return_dict=True)
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+
+    metrics = {**{k: float(v) for k, v in results.items()}, "epochs": len(history_file.rows),
+               "examples_per_second": epoch_line.images / epoch_line.seconds if epoch_line.seconds else None,
+               "images_skipped": len(found.skipped), "train_images": found.train_count,
+               "eval_images": found.eval_count, "eval_split": found.eval_name}
+    atomic_write(os.path.join(output, "metrics.json"), lambda f: json.dump(metrics, f, indent=2))
+    tmp_model = os.path.join(output, f".model-{os.getpid()}.keras")
+    net.save(tmp_model)
+    os.replace(tmp_model, os.path.join(output, "model.keras"))
+    plot_history(history_file.rows, os.path.join(output, "training_curves.png"))
+    say(f"done: accuracy {metrics['accuracy']:.4f} on {found.eval_count} {found.eval_name} images; "
+        f"wrote {output}/model.keras, metrics.json, history.csv, training_curves.png, labels.txt")
+    return net, history

@@ -1,0 +1,23 @@
+"""Small real image folders for tests: scikit-learn's bundled digits (1,797 8x8 scans)."""
+
+import os
+
+import numpy as np
+import tensorflow as tf
+
+
+def write_digits_folder(root, test_fraction=0.2, seed=0, scale=1):
+    """ROOT/train/<digit>/*.png and ROOT/test/<digit>/*.png (grayscale PNGs, upscaled by `scale`)."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = np.round(digits.images * (255.0 / 16.0)).astype("uint8")
+    order = np.random.default_rng(seed).permutation(len(images))
+    cut = int(len(images) * test_fraction)
+    for rank, index in enumerate(order):
+        split = "test" if rank < cut else "train"
+        folder = os.path.join(root, split, str(digits.target[index]))
+        os.makedirs(folder, exist_ok=True)
+        image = np.kron(images[index], np.ones((scale, scale), "uint8"))[..., None]
+        tf.io.write_file(os.path.join(folder, f"{index:04d}.png"), tf.io.encode_png(image))
+    return root
