@@ -291,12 +291,18 @@ def train(model, data, *, image_size=None, epochs=10, batch_size=32, weights=Non
         if image_size < config.min_size:
             raise ValueError(f"image_size={image_size} is below {model}'s minimum {config.min_size}")
     output = output or os.path.join("runs", os.path.basename(str(model)).removesuffix(".keras"))
+    # Multi-worker collectives must be set up before TensorFlow runs anything else.
+    strategy = make_strategy(distribute)
+    multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+    if multi_worker and strategy.cluster_resolver.task_id != 0:
+        # Only the chief writes the run directory; the other workers write beside it, to be discarded.
+        output = os.path.join(output, f"worker_{strategy.cluster_resolver.task_id}")
+        overwrite = overwrite or not resume
     prepare_output(output, resume, overwrite)
     keras.utils.set_random_seed(seed)
 
     if is_file and image_size is None:
         image_size = keras.saving.load_model(model).input_shape[1]
-    strategy = make_strategy(distribute)
     if batch_size % strategy.num_replicas_in_sync:
         raise ValueError(f"batch_size={batch_size} (global) must be a multiple of the "
                          f"{strategy.num_replicas_in_sync} replicas")
@@ -340,15 +346,17 @@ def train(model, data, *, image_size=None, epochs=10, batch_size=32, weights=Non
             epoch_line,
             keras.callbacks.TensorBoard(os.path.join(output, "logs")),
         ]
-        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        if multi_worker:
             from kerasnets import distributed
 
-            history = distributed.fit(net, strategy, train_ds, epochs, eval_ds, callbacks, verbose)
+            history = distributed.fit(net, strategy, train_ds, epochs, eval_ds, callbacks, verbose,
+                                      found.train_count, found.eval_count, batch_size)
+            results = distributed.evaluate(net, strategy, eval_ds, found.eval_count, batch_size)
         else:
             history = net.fit(train_ds, epochs=epochs, validation_data=eval_ds, callbacks=callbacks, verbose=verbose)
+            results = net.evaluate(eval_ds, verbose=0, return_dict=True)
         history.history = {k: [float(r[k]) for r in history_file.rows] for k in history_file.rows[0]
                            if k != "epoch"} if history_file.rows else history.history
-        results = net.evaluate(eval_ds, verbose=0, return_dict=True)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
 

@@ -213,3 +213,38 @@ def test_train_errors_are_one_line(argv, message, tmp_path, digits, capsys):
     assert cli.main(argv + ["--output", str(tmp_path / "out"), "--epochs", "1"]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err and err.startswith("kerasnets: error:")
+
+
+def _free_ports(n):
+    import socket
+
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_multi_worker_strategy_with_two_local_workers(mixed_folder, tmp_path):
+    """Two worker processes on loopback (TF_CONFIG), through kerasnets' own multi-worker loop."""
+    workers = [f"localhost:{port}" for port in _free_ports(2)]
+    output = str(tmp_path / "run")
+    processes = []
+    for index in range(2):
+        config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
+        env = {**os.environ, "TF_CONFIG": config}
+        processes.append(subprocess.Popen(
+            [sys.executable, "-m", "kerasnets", "train", "nin", "--data", mixed_folder, "--image-size", "8",
+             "--epochs", "2", "--batch-size", "8", "--distribute", "multi-worker", "--output", output,
+             "--verbose", "0"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outputs = [p.communicate(timeout=600)[0] for p in processes]
+    for p, out in zip(processes, outputs):
+        assert p.returncode == 0, out[-3000:]
+    assert "2 replica(s)" in outputs[0]
+    assert len([line for line in outputs[0].splitlines() if "] epoch " in line]) == 2
+    metrics = json.load(open(os.path.join(output, "metrics.json")))
+    assert metrics["epochs"] == 2 and np.isfinite(metrics["loss"])
+    assert os.path.exists(os.path.join(output, "model.keras"))
+    assert os.path.exists(os.path.join(output, "worker_1", "model.keras"))  # the other worker's, kept apart
