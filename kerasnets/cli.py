@@ -49,6 +49,21 @@ def cmd_train(args):
                    verbose=args.verbose, model_args=dict(args.model_arg))
 
 
+def cmd_export(args):
+    from kerasnets import export
+
+    export.export(args.model, format=args.format, quantize=args.quantize, data=args.data, weights=args.weights,
+                  output=args.output, overwrite=args.overwrite, verify=not args.no_verify,
+                  model_args=dict(args.model_arg))
+
+
+def cmd_predict(args):
+    from kerasnets import export
+
+    for path, top in zip(args.images, export.predict(args.artifact, args.images, args.top_k)):
+        print(f"{path}: " + ", ".join(f"{label} {score:.4f}" for label, score in top))
+
+
 def _model_arg(text):
     """KEY=VALUE with VALUE a Python literal (True, 0.5, 'x') or else a plain string."""
     import ast
@@ -72,9 +87,16 @@ def _positive_int(text):
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the usage stays in --help)."""
+
+    def error(self, message):
+        self.exit(2, f"kerasnets: error: {self.prog}: {message}\n")
+
+
 def make_parser():
-    parser = argparse.ArgumentParser(prog="kerasnets", description="Classic CNNs for Keras 3 with TF-slim endpoints.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="kerasnets", description="Classic CNNs for Keras 3 with TF-slim endpoints.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     summary = sub.add_parser("summary", help="per-endpoint output shape and parameters of a registered model")
     summary.add_argument("model", help="registry name, e.g. inception_v3 (see `kerasnets list`)")
@@ -111,6 +133,26 @@ def make_parser():
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1, help="Keras progress: 0 none, 1 bar, 2 line")
     train.set_defaults(func=cmd_train)
+
+    from kerasnets import export
+
+    exporting = sub.add_parser("export", help="SavedModel or TFLite, verified against the Keras model")
+    exporting.add_argument("model", help="a .keras file (e.g. a training run's model.keras) or a registry name")
+    exporting.add_argument("--format", choices=export.FORMATS, default="saved_model")
+    exporting.add_argument("--quantize", choices=export.QUANTIZATIONS, default="none", help="TFLite only")
+    exporting.add_argument("--data", default=None, help="images for int8 calibration and for verification")
+    exporting.add_argument("--weights", default=None, help="with a registry name: imagenet or a weights file")
+    exporting.add_argument("--model-arg", type=_model_arg, action="append", default=[], metavar="KEY=VALUE")
+    exporting.add_argument("--output", default=None, help="default: saved_models/<model>/...")
+    exporting.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    exporting.add_argument("--no-verify", action="store_true", help="skip running the artifact against Keras")
+    exporting.set_defaults(func=cmd_export)
+
+    predicting = sub.add_parser("predict", help="top-k labels for images, from a .keras, SavedModel or .tflite")
+    predicting.add_argument("artifact")
+    predicting.add_argument("images", nargs="+", metavar="IMAGE")
+    predicting.add_argument("--top-k", type=_positive_int, default=5)
+    predicting.set_defaults(func=cmd_predict)
 
     listing = sub.add_parser("list", help="registered models")
     listing.add_argument("pattern", nargs="?", default=None, help="fnmatch pattern, e.g. 'resnet*'")

@@ -1,0 +1,305 @@
+"""Export to SavedModel and TFLite, verified against the Keras model.
+
+Exported models take raw RGB pixels, as a camera gives them: float32 in
+[0, 255] (uint8 in and out for full-integer int8); the model's own
+normalisation is inside. Beside each artifact go `labels.txt` and a JSON
+card (source, input, quantization, verification figures). An export counts
+only once the artifact has been run -- `tf.saved_model.load` or LiteRT's
+interpreter -- on a sample batch and agrees with the Keras model: max
+absolute difference of the probabilities for float formats, top-1
+agreement for quantized ones.
+"""
+
+import datetime
+import json
+import os
+import shutil
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kerasnets import __version__
+from kerasnets import data as data_lib
+from kerasnets import layers as kn_layers
+from kerasnets import registry
+
+FORMATS = ("saved_model", "tflite")
+QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
+# Verification tolerances: max |probability difference| for float formats, top-1 agreement otherwise.
+MAX_ABS_DIFF = {("saved_model", "none"): 1e-5, ("tflite", "none"): 1e-4, ("tflite", "float16"): 1e-2}
+MIN_TOP1_AGREEMENT = {("tflite", "dynamic"): 0.9, ("tflite", "int8"): 0.8}
+BYTES_SIGNATURE = "serving_bytes"
+
+
+def say(message):
+    print(f"[kerasnets] {message}", flush=True)
+
+
+def load_model(model, weights=None, model_args=None):
+    """A Keras model taking raw pixels, its name and its labels (or None)."""
+    if isinstance(model, keras.Model):
+        return model, model.name, None
+    if not isinstance(model, str):
+        raise TypeError(f"MODEL must be a .keras file, a registry name or a keras.Model, got {model!r}")
+    if model.endswith(".keras"):
+        if not os.path.exists(model):
+            raise FileNotFoundError(f"MODEL {model!r}: no such .keras file")
+        labels_path = os.path.join(os.path.dirname(model), "labels.txt")
+        labels = open(labels_path).read().split("\n") if os.path.exists(labels_path) else None
+        name = os.path.basename(os.path.dirname(os.path.abspath(model))) if os.path.basename(model) == "model.keras" \
+            else os.path.basename(model).removesuffix(".keras")
+        return keras.saving.load_model(model), name, [l for l in labels if l] if labels else None
+    config = registry.get_config(model)
+    size = config.default_size
+    inputs = keras.Input((size, size, 3), name="image")
+    x = kn_layers.Preprocess(config.preprocessing, name="image.Preprocess")(inputs)
+    net = config.builder(weights=weights, input_tensor=x, **(model_args or {}))
+    return net, model, None
+
+
+def _takes_raw_pixels(model):
+    return any(isinstance(layer, kn_layers.Preprocess) for layer in model.layers)
+
+
+def sample_images(model, data, count=32, seed=0):
+    """Evaluation images (raw pixels) from `data`, or synthetic ones when there is none."""
+    size = model.input_shape[1]
+    if data is None:
+        rng = np.random.default_rng(seed)
+        smooth = rng.uniform(0, 255, (count, 4, 4, 3)).astype("float32")
+        return tf.image.resize(smooth, (size, size)).numpy() + rng.normal(0, 8, (count, size, size, 3)).astype(
+            "float32").clip(-255, 255), None
+    found = data_lib.load(data, size, count)
+    images, labels = [], []
+    for batch_images, batch_labels in found.eval:
+        images.append(batch_images.numpy())
+        labels.append(batch_labels.numpy())
+    return np.clip(np.concatenate(images), 0, 255), np.concatenate(labels)
+
+
+def representative_images(model, data, count=200):
+    found = data_lib.load(data, model.input_shape[1], 1)
+    return found.train.take(count)
+
+
+def _write_saved_model(model, path):
+    size = model.input_shape[1:3]
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serving_default", lambda images: {"probabilities": model(images, training=False)},
+                         input_signature=[tf.TensorSpec((None, *size, 3), tf.float32, name="images")])
+
+    def from_bytes(image_bytes):
+        def decode(contents):
+            return data_lib.eval_transform(tf.io.decode_image(contents, channels=3, expand_animations=False), size[0])
+
+        images = tf.map_fn(decode, image_bytes, fn_output_signature=tf.TensorSpec((*size, 3), tf.float32))
+        return {"probabilities": model(images, training=False)}
+
+    archive.add_endpoint(BYTES_SIGNATURE, from_bytes,
+                         input_signature=[tf.TensorSpec((None,), tf.string, name="image_bytes")])
+    archive.write_out(path, verbose=False)
+
+
+def _tflite_bytes(saved_model_dir, quantize, representative=None):
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=["serving_default"])
+    if quantize != "none":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantize == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if quantize == "int8":
+        def dataset():
+            for image, _ in representative:
+                yield [tf.cast(image, tf.float32)]
+
+        converter.representative_dataset = dataset
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.uint8
+        converter.inference_output_type = tf.uint8
+    return converter.convert()
+
+
+class TFLiteRunner:
+    """Runs a .tflite with LiteRT, one image at a time, (de)quantizing uint8 tensors."""
+
+    def __init__(self, path_or_bytes, threads=2):
+        from ai_edge_litert.interpreter import Interpreter
+
+        kwargs = {"model_content": path_or_bytes} if isinstance(path_or_bytes, bytes) else {"model_path":
+                                                                                           path_or_bytes}
+        self.interpreter = Interpreter(num_threads=threads, **kwargs)
+        self.interpreter.allocate_tensors()
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+
+    @property
+    def input_size(self):
+        return int(self.input["shape"][1])
+
+    def __call__(self, images):
+        results = []
+        for image in images:
+            x = image[None]
+            if self.input["dtype"] == np.uint8:
+                scale, zero = self.input["quantization"]
+                x = np.clip(np.round(x / scale + zero), 0, 255).astype(np.uint8)
+            self.interpreter.set_tensor(self.input["index"], x.astype(self.input["dtype"]))
+            self.interpreter.invoke()
+            y = self.interpreter.get_tensor(self.output["index"])
+            if self.output["dtype"] == np.uint8:
+                scale, zero = self.output["quantization"]
+                y = (y.astype(np.float32) - zero) * scale
+            results.append(y[0])
+        return np.stack(results)
+
+
+def compare(expected, got, fmt, quantize):
+    """Verification figures and whether they are within tolerance."""
+    figures = {"max_abs_diff": float(np.max(np.abs(expected - got))),
+               "top1_agreement": float(np.mean(np.argmax(expected, -1) == np.argmax(got, -1))),
+               "images": int(len(expected))}
+    key = (fmt, quantize)
+    if key in MAX_ABS_DIFF:
+        figures["tolerance"] = {"max_abs_diff": MAX_ABS_DIFF[key]}
+        ok = figures["max_abs_diff"] <= MAX_ABS_DIFF[key]
+    else:
+        figures["tolerance"] = {"top1_agreement": MIN_TOP1_AGREEMENT[key]}
+        ok = figures["top1_agreement"] >= MIN_TOP1_AGREEMENT[key]
+    return figures, ok
+
+
+def default_output(name, fmt, quantize):
+    base = os.path.join("saved_models", name)
+    return os.path.join(base, "saved_model") if fmt == "saved_model" else os.path.join(
+        base, f"{name}_{quantize}.tflite")
+
+
+def export(model, format="saved_model", quantize="none", data=None, weights=None, output=None, overwrite=False,
+           verify=True, model_args=None, representative_count=200):
+    """Exports `model` (a .keras file, a registry name or a keras.Model); returns `(path, card)`."""
+    if format not in FORMATS:
+        raise ValueError(f"--format must be one of {list(FORMATS)}, got {format!r}")
+    if quantize not in QUANTIZATIONS:
+        raise ValueError(f"--quantize must be one of {list(QUANTIZATIONS)}, got {quantize!r}")
+    if format == "saved_model" and quantize != "none":
+        raise ValueError(f"--quantize {quantize} applies to --format tflite only")
+    if quantize == "int8" and data is None:
+        raise ValueError("--quantize int8 needs --data: a representative dataset calibrates the ranges")
+    if data is not None and not (str(data).startswith("tfds:") or os.path.isdir(data)):
+        raise FileNotFoundError(f"--data {data!r}: no such directory (or use tfds:NAME)")
+    net, name, labels = load_model(model, weights, model_args)
+    if not _takes_raw_pixels(net):
+        raise ValueError(f"MODEL {name!r} has no kerasnets Preprocess layer, so it does not take raw pixels; "
+                         "export a model trained by kerasnets or a registry name")
+    output = output or default_output(name, format, quantize)
+    if os.path.exists(output) and not overwrite:
+        raise FileExistsError(f"--output {output!r} exists; pass --overwrite to replace it")
+    labels = labels or [str(i) for i in range(net.output_shape[-1])]
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    tmp = f"{output}.tmp-{os.getpid()}"
+    staging = f"{output}.staging-{os.getpid()}"
+    try:
+        say(f"exporting {name} ({net.count_params():,} parameters) to {format}"
+            + (f", quantization {quantize}" if format == "tflite" else ""))
+        _write_saved_model(net, staging)
+        if format == "tflite":
+            representative = representative_images(net, data, representative_count) if quantize == "int8" else None
+            with open(tmp, "wb") as f:
+                f.write(_tflite_bytes(staging, quantize, representative))
+        else:
+            os.rename(staging, tmp)
+        card = {"source": str(model) if not isinstance(model, keras.Model) else name, "weights": weights,
+                "format": format, "quantization": quantize, "input": {
+                    "shape": [None, *net.input_shape[1:]],
+                    "dtype": "uint8" if quantize == "int8" else "float32", "range": [0, 255], "color": "RGB"},
+                "classes": len(labels), "kerasnets": __version__,
+                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+        if verify:
+            images, _ = sample_images(net, data)
+            expected = net.predict(images, verbose=0)
+            got = run_artifact(tmp, format)(images)
+            figures, ok = compare(expected, got, format, quantize)
+            card["verification"] = figures
+            say(f"verified on {figures['images']} images: max |diff| {figures['max_abs_diff']:.2e}, "
+                f"top-1 agreement {figures['top1_agreement']:.3f} (tolerance {figures['tolerance']})")
+            if not ok:
+                raise ValueError(f"verification failed: {figures} is out of tolerance; nothing was written")
+        if os.path.isdir(output):
+            shutil.rmtree(output)
+        os.replace(tmp, output)
+    finally:
+        for leftover in (tmp, staging):
+            if os.path.isdir(leftover):
+                shutil.rmtree(leftover)
+            elif os.path.exists(leftover):
+                os.remove(leftover)
+    card["size_bytes"] = artifact_size(output)
+    folder = os.path.dirname(os.path.abspath(output))
+    _atomic_text(os.path.join(folder, "labels.txt"), "\n".join(labels) + "\n")
+    _atomic_text(card_path(output), json.dumps(card, indent=2))
+    say(f"wrote {output} ({card['size_bytes'] / 1e6:.2f} MB), labels.txt and {os.path.basename(card_path(output))}")
+    return output, card
+
+
+def card_path(output):
+    return f"{output.rstrip(os.sep)}.json"
+
+
+def artifact_size(path):
+    if os.path.isdir(path):
+        return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
+    return os.path.getsize(path)
+
+
+def _atomic_text(path, text):
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def run_artifact(path, fmt=None):
+    """A callable images -> probabilities for a SavedModel directory, a .tflite or a .keras file."""
+    fmt = fmt or ("saved_model" if os.path.isdir(path) else "tflite" if path.endswith(".tflite") else "keras")
+    if fmt == "saved_model":
+        serve = tf.saved_model.load(path).signatures["serving_default"]
+        return lambda images: serve(images=tf.constant(images, tf.float32))["probabilities"].numpy()
+    if fmt == "tflite":
+        return TFLiteRunner(path)
+    model = keras.saving.load_model(path)
+    return lambda images: model.predict(images, verbose=0)
+
+
+def input_size(path):
+    if os.path.isdir(path):
+        return int(tf.saved_model.load(path).signatures["serving_default"].structured_input_signature[1][
+            "images"].shape[1])
+    if path.endswith(".tflite"):
+        return TFLiteRunner(path).input_size
+    return int(keras.saving.load_model(path).input_shape[1])
+
+
+def predict(artifact, images, top_k=5):
+    """Top-k (label, score) per image file, from a .keras, a SavedModel directory or a .tflite."""
+    if not os.path.exists(artifact):
+        raise FileNotFoundError(f"ARTIFACT {artifact!r}: no such file or directory")
+    size = input_size(artifact)
+    batch = []
+    for path in images:
+        try:
+            contents = tf.io.read_file(path)
+            batch.append(data_lib.eval_transform(
+                tf.io.decode_image(contents, channels=3, expand_animations=False), size).numpy())
+        except (tf.errors.OpError, ValueError) as e:
+            raise ValueError(f"IMAGE {path!r} is not a readable image ({type(e).__name__})") from None
+    probabilities = run_artifact(artifact)(np.stack(batch))
+    labels_path = os.path.join(os.path.dirname(os.path.abspath(artifact.rstrip(os.sep))), "labels.txt")
+    if os.path.isdir(artifact) and not os.path.exists(labels_path):
+        labels_path = os.path.join(artifact, "labels.txt")
+    labels = [l for l in open(labels_path).read().split("\n") if l] if os.path.exists(labels_path) else None
+    results = []
+    for row in probabilities:
+        top = np.argsort(row)[::-1][:top_k]
+        results.append([(labels[i] if labels and i < len(labels) else str(i), float(row[i])) for i in top])
+    return results
