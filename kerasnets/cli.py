@@ -18,21 +18,29 @@ def _build(args):
 def cmd_summary(args):
     from kerasnets import analysis
 
-    rows = analysis.summarize(_build(args))
+    if args.plot:
+        analysis.check_plot_dependencies()
+    model = _build(args)
+    rows = analysis.summarize(model)
     print(analysis.to_json(rows) if args.json else analysis.format_table(rows))
+    if args.plot:
+        analysis.plot(model, args.plot)
+        print(f"wrote {args.plot}", file=sys.stderr)
 
 
 def cmd_list(args):
-    from kerasnets import registry
+    from kerasnets import analysis, registry
 
     names = registry.list_models(args.pattern)
     if not names:
         raise ValueError(f"no registered model matches pattern {args.pattern!r}; known: {registry.list_models()}")
     width = max(len(n) for n in names)
-    print(f"{'model':<{width}}  input  classes  weights")
+    print(f"{'model':<{width}}  input  classes  {'params':>11}  {'MACs':>14}  weights")
     for name in names:
         config = registry.get_config(name)
-        print(f"{name:<{width}}  {config.default_size:>5}  {config.classes:>7}  {','.join(config.weights) or '-'}")
+        total = analysis.summarize(config.builder(weights=None))[-1]
+        print(f"{name:<{width}}  {config.default_size:>5}  {config.classes:>7}  {total['params']:>11,}  "
+              f"{total['macs']:>14,}  {','.join(config.weights) or '-'}", flush=True)
 
 
 def cmd_train(args):
@@ -98,10 +106,11 @@ def make_parser():
     parser = _Parser(prog="kerasnets", description="Classic CNNs for Keras 3 with TF-slim endpoints.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    summary = sub.add_parser("summary", help="per-endpoint output shape and parameters of a registered model")
+    summary = sub.add_parser("summary", help="per-endpoint output shape, parameters, MACs and receptive field")
     summary.add_argument("model", help="registry name, e.g. inception_v3 (see `kerasnets list`)")
     summary.add_argument("--input-size", type=_positive_int, default=None, help="square input size (default: the model's)")
     summary.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
+    summary.add_argument("--plot", metavar="FILE.png", help="draw the model (keras.utils.plot_model)")
     summary.set_defaults(func=cmd_summary)
 
     from kerasnets import training

@@ -47,7 +47,9 @@ def test_summary_rows_add_up():
 def test_cli_summary_json(capsys):
     assert cli.main(["summary", "inception_v3", "--input-size", "139", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert rows[0] == {"endpoint": "Conv2d_1a_3x3", "output_shape": [69, 69, 32], "params": 960}
+    assert rows[0] == {"endpoint": "Conv2d_1a_3x3", "output_shape": [69, 69, 32], "params": 960,
+                       "macs": 3 * 3 * 3 * 32 * 69 * 69, "receptive_field": 3, "effective_stride": 2,
+                       "effective_padding": 0}
     assert rows[-1]["endpoint"] == "total" and rows[-1]["params"] == 23_851_784
 
 
