@@ -18,8 +18,9 @@ setup(
         "matplotlib",  # training_curves.png
     ],
     extras_require={
-        # scikit-learn: its bundled digits are the real images the learning tests train on.
-        "test": ["pytest", "scikit-learn"],
+        # scikit-learn: its bundled digits are the real images the learning tests train on;
+        # nbclient/nbformat/ipykernel run the notebooks in notebooks/ as tests.
+        "test": ["pytest", "scikit-learn", "nbclient", "nbformat", "ipykernel"],
     },
     entry_points={"console_scripts": ["kerasnets=kerasnets.cli:main"]},
 )
