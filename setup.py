@@ -16,6 +16,7 @@ setup(
         "numpy",
         "tensorboard",  # TensorFlow 2.21 no longer pulls it in; training writes TensorBoard logs
         "matplotlib",  # training_curves.png
+        "ai-edge-litert",  # LiteRT's interpreter, which runs exported .tflite files to verify them
     ],
     extras_require={
         # scikit-learn: its bundled digits are the real images the learning tests train on;

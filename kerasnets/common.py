@@ -8,6 +8,8 @@ import os
 
 import keras
 
+from kerasnets.model import KerasnetsModel
+
 POOLING_CHOICES = (None, "avg", "max")
 
 
@@ -125,7 +127,7 @@ def model_with_top(inputs, source_inputs, x, *, include_top, pooling, classes, c
         x = classifier(x, classes, classifier_activation, initializer, pool_name=pool_name, dropout=dropout)
     else:
         x = global_pooling(x, pooling, avg_name=pool_name)
-    return keras.Model(inputs if source_inputs is None else source_inputs, x, name=name)
+    return KerasnetsModel(inputs if source_inputs is None else source_inputs, x, name=name)
 
 
 def is_endpoint_layer(layer):
@@ -173,4 +175,4 @@ def feature_extractor(model, endpoints=None, name=None):
         raise ValueError(f"Unknown endpoint(s) {unknown} for model {model.name!r}; valid: {available}")
     outputs = {e: model.get_layer(e).output for e in wanted}
     inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
-    return keras.Model(inputs, outputs, name=name or f"{model.name}_features")
+    return KerasnetsModel(inputs, outputs, name=name or f"{model.name}_features")

@@ -16,6 +16,8 @@ import collections
 
 import keras
 
+from kerasnets.model import KerasnetsModel
+
 from kerasnets import common
 from kerasnets import registry
 from kerasnets import weights as weights_lib
@@ -281,7 +283,7 @@ def inception_v3(include_top=True, weights=None, input_tensor=None, input_shape=
                                   dropout=(dropout_rate, "PreLogits"))
     if aux_logits:
         aux = _aux_head(features[AUX_INPUT], classes, depth)
-        model = keras.Model(model.inputs[0] if len(model.inputs) == 1 else model.inputs, [model.output, aux],
+        model = KerasnetsModel(model.inputs[0] if len(model.inputs) == 1 else model.inputs, [model.output, aux],
                             name=name)
     weights_lib.load(model, source, SLIM_LAYOUT, KERAS_APPLICATIONS_LAYOUT)
     return model

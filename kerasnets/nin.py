@@ -19,6 +19,8 @@ import functools
 
 import keras
 
+from kerasnets.model import KerasnetsModel
+
 from kerasnets import common
 from kerasnets import registry
 from kerasnets import weights as weights_lib
@@ -100,7 +102,7 @@ def nin(variant="cifar", include_top=True, weights=None, input_tensor=None, inpu
         x = keras.layers.Activation(classifier_activation, dtype="float32", name="Predictions")(x)
     else:
         x = common.global_pooling(x, pooling)
-    model = keras.Model(inputs if source_inputs is None else source_inputs, x, name=name)
+    model = KerasnetsModel(inputs if source_inputs is None else source_inputs, x, name=name)
     weights_lib.load(model, source)
     return model
 

@@ -27,6 +27,7 @@ from kerasnets import common
 from kerasnets import data as data_lib
 from kerasnets import layers as kn_layers
 from kerasnets import registry
+from kerasnets.model import KerasnetsModel
 
 OPTIMIZERS = ("rmsprop", "sgd", "adam", "adamw")
 # slim's train_image_classifier recipe for RMSProp; the usual defaults for the others.
@@ -117,7 +118,7 @@ def build_model(model, classes, image_size, weights=None, dropout_rate=0.2, mode
     y = keras.layers.Dropout(dropout_rate, name="PreLogits")(base.output)
     y = keras.layers.Dense(classes, name="Logits")(y)
     y = keras.layers.Activation("softmax", dtype="float32", name="Predictions")(y)
-    return keras.Model(inputs, y, name=base.name)
+    return KerasnetsModel(inputs, y, name=base.name)
 
 
 def _ancestors(layer):

@@ -69,3 +69,35 @@ def test_cli_errors_are_one_line(argv, message):
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().count("\n") == 0 or "kerasnets: error:" in result.stderr.splitlines()[-1]
+
+
+def test_fast_predict_equals_keras_predict():
+    import numpy as np
+
+    from kerasnets.model import KerasnetsModel
+
+    model = kerasnets.inception_v3(depth_multiplier=0.1, input_shape=(107, 107, 3), classes=4, aux_logits=True)
+    assert isinstance(model, KerasnetsModel) and model.fast_predict
+    images = np.random.default_rng(0).uniform(-1, 1, (7, 107, 107, 3)).astype("float32")
+    fast = model.predict(images, batch_size=3, verbose=0)  # 3 + 3 + 1: the remainder batch too
+    model.fast_predict = False
+    slow = model.predict(images, batch_size=3, verbose=0)
+    assert len(fast) == len(slow) == 2
+    for a, b in zip(fast, slow):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    model.fast_predict = True
+    model.compile(jit_compile=True)
+    np.testing.assert_allclose(model.predict(images, verbose=0)[0], slow[0], rtol=1e-4, atol=1e-6)
+
+
+def test_models_save_and_load_as_keras_files(tmp_path):
+    import keras
+    import numpy as np
+
+    model = kerasnets.nin(batch_norm=True)
+    path = str(tmp_path / "nin.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert type(loaded).__name__ == "KerasnetsModel"
+    images = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype("float32")
+    np.testing.assert_array_equal(model.predict(images, verbose=0), loaded.predict(images, verbose=0))

@@ -1,0 +1,70 @@
+"""The Model class kerasnets' builders return: a functional keras.Model with a faster `predict`.
+
+Why: on in-memory arrays, Keras' `predict` feeds batches through a tf.data
+pipeline whose iterator runs inside the compiled step; on a CPU its threads
+compete with the convolutions (measured here with keras.applications'
+InceptionV3 at batch 16: `predict` ran at 12-16 img/s from call to call,
+`predict_on_batch` -- the same compiled forward pass, fed directly -- at a
+steady 17). For arrays and tensors, `KerasnetsModel.predict` slices the
+batches itself and calls one compiled forward pass per batch (honouring
+`compile(jit_compile=...)`), with the usual progress bar. Datasets,
+generators, callbacks, `steps`, distribution strategies and other backends
+take Keras' own path, as does every instance with `model.fast_predict = False`.
+`compile`, `fit` and `evaluate` are Keras' own, unchanged.
+"""
+
+import keras
+import numpy as np
+
+FAST_PREDICT_DEFAULT = True
+
+
+def _is_array(x):
+    if isinstance(x, np.ndarray):
+        return True
+    try:
+        import tensorflow as tf
+
+        return isinstance(x, tf.Tensor)
+    except ImportError:  # another backend
+        return False
+
+
+@keras.saving.register_keras_serializable(package="kerasnets")
+class KerasnetsModel(keras.Model):
+    """A functional keras.Model; see the module docstring for its `predict` fast path."""
+
+    fast_predict = FAST_PREDICT_DEFAULT
+
+    def _uses_fast_path(self, x, steps, callbacks):
+        if not self.fast_predict or steps is not None or callbacks or keras.backend.backend() != "tensorflow":
+            return False
+        import tensorflow as tf
+
+        if tf.distribute.has_strategy() or self.distribute_strategy is not tf.distribute.get_strategy():
+            return False
+        return _is_array(x) and len(self.inputs) == 1
+
+    def _forward(self):
+        import tensorflow as tf
+
+        jit = bool(self.compiled and self.jit_compile)
+        if getattr(self, "_kerasnets_forward_jit", None) != jit:
+            self._kerasnets_forward = tf.function(lambda images: self(images, training=False),
+                                                  reduce_retracing=True, jit_compile=jit)
+            self._kerasnets_forward_jit = jit
+        return self._kerasnets_forward
+
+    def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
+        if not self._uses_fast_path(x, steps, callbacks):
+            return super().predict(x, batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks)
+        batch_size = batch_size or 32
+        forward = self._forward()
+        total = -(-len(x) // batch_size)
+        progress = keras.utils.Progbar(total, verbose=1 if verbose == "auto" else verbose) if verbose else None
+        outputs = []
+        for step, start in enumerate(range(0, len(x), batch_size)):
+            outputs.append(keras.tree.map_structure(np.asarray, forward(x[start:start + batch_size])))
+            if progress is not None:
+                progress.update(step + 1)
+        return keras.tree.map_structure(lambda *parts: np.concatenate(parts, axis=0), *outputs)
