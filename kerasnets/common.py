@@ -40,6 +40,15 @@ def validate_common(*, include_top, weights, input_shape, input_tensor, pooling,
     return shape
 
 
+def check_final_endpoint(final_endpoint, valid, include_top):
+    """`final_endpoint` must be one of `valid`; truncating leaves no classifier."""
+    if final_endpoint not in valid:
+        raise ValueError(f"Unknown final_endpoint {final_endpoint!r}; valid: {list(valid)}")
+    if final_endpoint != valid[-1] and include_top:
+        raise ValueError(f"final_endpoint={final_endpoint!r} truncates the network, which then has no classifier: "
+                         f"pass include_top=False (or final_endpoint={valid[-1]!r})")
+
+
 def check_weights_argument(weights):
     """`weights` must be None, a registered tag, or a path that exists (or a checkpoint prefix)."""
     if weights is None or weights == "imagenet":

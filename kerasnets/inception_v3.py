@@ -225,19 +225,13 @@ def inception_v3(include_top=True, weights=None, input_tensor=None, input_shape=
       A `keras.Model`; `kerasnets.endpoints(model)` lists its endpoints.
     """
     config = registry.get_config("inception_v3")
-    if final_endpoint not in BASE_ENDPOINTS:
-        raise ValueError(f"Unknown final_endpoint {final_endpoint!r}; valid: {list(BASE_ENDPOINTS)}")
     if isinstance(depth_multiplier, bool) or not isinstance(depth_multiplier, (int, float)) or depth_multiplier <= 0:
         raise ValueError(f"depth_multiplier must be a number > 0, got depth_multiplier={depth_multiplier!r}")
     if isinstance(min_depth, bool) or not isinstance(min_depth, int) or min_depth < 1:
         raise ValueError(f"min_depth must be a positive integer, got min_depth={min_depth!r}")
     if not 0 <= dropout_rate < 1:
         raise ValueError(f"dropout_rate must be in [0, 1), got dropout_rate={dropout_rate!r}")
-    if final_endpoint != BASE_ENDPOINTS[-1] and include_top:
-        raise ValueError(
-            f"final_endpoint={final_endpoint!r} truncates the network, which then has no classifier: "
-            "pass include_top=False (or final_endpoint='Mixed_7c')."
-        )
+    common.check_final_endpoint(final_endpoint, BASE_ENDPOINTS, include_top)
     if aux_logits and not include_top:
         raise ValueError("aux_logits=True adds a second classifier and needs include_top=True")
     shape = common.validate_common(include_top=include_top, weights=weights, input_shape=input_shape,
@@ -331,8 +325,6 @@ def decode_predictions(preds, top=5):
     return keras.applications.imagenet_utils.decode_predictions(preds, top=top)
 
 
-_WEIGHTS_ROOT = "https://storage.googleapis.com/tensorflow/keras-applications/inception_v3/"
-
 CONFIG = registry.register(registry.ModelConfig(
     name="inception_v3",
     builder=inception_v3,
@@ -341,10 +333,6 @@ CONFIG = registry.register(registry.ModelConfig(
     preprocessing="tf",
     classes=1000,
     paper="https://arxiv.org/abs/1512.00567",
-    weights={"imagenet": (
-        registry.WeightsFile(_WEIGHTS_ROOT + "inception_v3_weights_tf_dim_ordering_tf_kernels.h5",
-                             md5="9a0d58056eeedaa3f26cb7ebd46da564", include_top=True),
-        registry.WeightsFile(_WEIGHTS_ROOT + "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
-                             md5="bcbd6486424b2319ff4ef7d526e38f63", include_top=False),
-    )},
+    weights=registry.keras_applications_weights("inception_v3/inception_v3", "9a0d58056eeedaa3f26cb7ebd46da564",
+                                                "bcbd6486424b2319ff4ef7d526e38f63"),
 ))

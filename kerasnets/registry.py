@@ -56,6 +56,16 @@ class ModelConfig:
         )
 
 
+KERAS_APPLICATIONS_ROOT = "https://storage.googleapis.com/tensorflow/keras-applications/"
+
+
+def keras_applications_weights(stem, top_md5, notop_md5):
+    """{"imagenet": (top, notop)} for keras.applications' `<stem>_weights_tf_dim_ordering_tf_kernels[_notop].h5`."""
+    url = f"{KERAS_APPLICATIONS_ROOT}{stem}_weights_tf_dim_ordering_tf_kernels"
+    return {"imagenet": (WeightsFile(f"{url}.h5", top_md5, include_top=True),
+                         WeightsFile(f"{url}_notop.h5", notop_md5, include_top=False))}
+
+
 _REGISTRY: dict = {}
 
 

@@ -131,10 +131,7 @@ def _resnet(arch, include_top, weights, input_tensor, input_shape, pooling, clas
     valid = endpoint_names(kind)
     if final_endpoint is None:
         final_endpoint = valid[-1]
-    if final_endpoint not in valid:
-        raise ValueError(f"Unknown final_endpoint {final_endpoint!r}; valid: {list(valid)}")
-    if final_endpoint != valid[-1] and include_top:
-        raise ValueError(f"final_endpoint={final_endpoint!r} truncates the network: pass include_top=False")
+    common.check_final_endpoint(final_endpoint, valid, include_top)
     shape = common.validate_common(include_top=include_top, weights=weights, input_shape=input_shape,
                                    input_tensor=input_tensor, pooling=pooling, classes=classes, config=config)
     source = weights_lib.resolve(weights, config, include_top)
@@ -213,7 +210,6 @@ def _make_builder(arch, display_name, paper_note):
     return builder
 
 
-_WEIGHTS_ROOT = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
 # keras.applications' published MD5s (top, notop), keyed by its weights name.
 _PUBLISHED = {
     "resnet50": ("resnet50", "2cb95161c43110f7111970584f804107", "4d473c1dd8becc155b73f8504c6f6626"),
@@ -230,10 +226,7 @@ def _published_weights(arch):
     if arch not in _PUBLISHED:
         return {}
     stem, top_md5, notop_md5 = _PUBLISHED[arch]
-    return {"imagenet": (
-        registry.WeightsFile(f"{_WEIGHTS_ROOT}{stem}_weights_tf_dim_ordering_tf_kernels.h5", top_md5, True),
-        registry.WeightsFile(f"{_WEIGHTS_ROOT}{stem}_weights_tf_dim_ordering_tf_kernels_notop.h5", notop_md5, False),
-    )}
+    return registry.keras_applications_weights(f"resnet/{stem}", top_md5, notop_md5)
 
 
 resnet18 = _make_builder("resnet18", "ResNet18", "He et al., CVPR 2016, basic blocks")

@@ -81,10 +81,7 @@ def xception(include_top=True, weights=None, input_tensor=None, input_shape=None
     endpoint (with include_top=False).
     """
     config = registry.get_config("xception")
-    if final_endpoint not in ENDPOINTS:
-        raise ValueError(f"Unknown final_endpoint {final_endpoint!r}; valid: {list(ENDPOINTS)}")
-    if final_endpoint != ENDPOINTS[-1] and include_top:
-        raise ValueError(f"final_endpoint={final_endpoint!r} truncates the network: pass include_top=False")
+    common.check_final_endpoint(final_endpoint, ENDPOINTS, include_top)
     shape = common.validate_common(include_top=include_top, weights=weights, input_shape=input_shape,
                                    input_tensor=input_tensor, pooling=pooling, classes=classes, config=config)
     source = weights_lib.resolve(weights, config, include_top)
@@ -150,8 +147,6 @@ def preprocess_input(x, data_format=None):
     return keras.applications.imagenet_utils.preprocess_input(x, data_format=data_format, mode="tf")
 
 
-_WEIGHTS_ROOT = "https://storage.googleapis.com/tensorflow/keras-applications/xception/"
-
 CONFIG = registry.register(registry.ModelConfig(
     name="xception",
     builder=xception,
@@ -160,10 +155,6 @@ CONFIG = registry.register(registry.ModelConfig(
     preprocessing="tf",
     classes=1000,
     paper="https://arxiv.org/abs/1610.02357",
-    weights={"imagenet": (
-        registry.WeightsFile(_WEIGHTS_ROOT + "xception_weights_tf_dim_ordering_tf_kernels.h5",
-                             md5="0a58e3b7378bc2990ea3b43d5981f1f6", include_top=True),
-        registry.WeightsFile(_WEIGHTS_ROOT + "xception_weights_tf_dim_ordering_tf_kernels_notop.h5",
-                             md5="b0042744bf5b25fce3cb969f33bebb97", include_top=False),
-    )},
+    weights=registry.keras_applications_weights("xception/xception", "0a58e3b7378bc2990ea3b43d5981f1f6",
+                                                "b0042744bf5b25fce3cb969f33bebb97"),
 ))

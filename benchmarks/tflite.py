@@ -1,0 +1,87 @@
+"""Export figures: artifact size and LiteRT latency per quantization, beside Keras predict latency.
+
+For each model: export float32, float16, dynamic-range and int8 TFLite files
+(int8 calibrated on a synthetic image folder), then time single-image
+inference with LiteRT (2 threads) and Keras `predict` on the same image.
+
+    python benchmarks/tflite.py --models inception_v3 xception resnet50 nin
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from kerasnets import export, registry  # noqa: E402
+
+
+def synthetic_folder(root, size, per_class=12, classes=2, seed=0):
+    """Smooth random images (large blobs of colour), so int8 calibration sees image-like ranges."""
+    rng = np.random.default_rng(seed)
+    for split in ("train", "test"):
+        for label in range(classes):
+            folder = os.path.join(root, split, f"class_{label}")
+            os.makedirs(folder, exist_ok=True)
+            for i in range(per_class):
+                image = tf.image.resize(rng.uniform(0, 255, (1, 6, 6, 3)), (size, size))[0]
+                tf.io.write_file(os.path.join(folder, f"{i}.png"), tf.io.encode_png(tf.cast(image, tf.uint8)))
+    return root
+
+
+def median_ms(fn, repeats):
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["inception_v3", "xception", "resnet50", "nin"])
+    parser.add_argument("--repeats", type=int, default=10)
+    args = parser.parse_args()
+    print(f"{os.cpu_count()} CPUs; LiteRT with 2 threads, batch 1; Keras predict batch 1")
+    print("Models have random weights: top-1 agreement with Keras on 48 synthetic images is indicative only.")
+    print(f"{'model':<14} {'format':<10} {'size MB':>8} {'x f32':>6} {'ms':>8} {'x f32':>6} {'top-1 agree':>11}")
+    for name in args.models:
+        size = registry.get_config(name).default_size
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = synthetic_folder(os.path.join(tmp, "data"), size)
+            model, _, _ = export.load_model(name)
+            image = export.sample_images(model, folder)[0][:1]
+            keras_ms = median_ms(lambda: model.predict(image, verbose=0), args.repeats)
+            print(f"{name:<14} {'keras':<10} {'':>8} {'':>6} {keras_ms:>8.1f}", flush=True)
+            base_size = base_ms = None
+            for quantize in export.QUANTIZATIONS:
+                path = os.path.join(tmp, f"{name}_{quantize}.tflite")
+                with open(os.devnull, "w") as quiet:
+                    stdout, sys.stdout = sys.stdout, quiet
+                    try:
+                        # Random weights make near-uniform predictions, so the figures are reported, not enforced.
+                        _, card = export.export(model, format="tflite", quantize=quantize, data=folder, output=path,
+                                                representative_count=24, verify=False)
+                    finally:
+                        sys.stdout = stdout
+                runner = export.TFLiteRunner(path, threads=2)
+                images = export.sample_images(model, folder)[0]
+                figures, _ = export.compare(model.predict(images, verbose=0), runner(images), "tflite", quantize)
+                ms = median_ms(lambda: runner(image), args.repeats)
+                mb = card["size_bytes"] / 1e6
+                base_size, base_ms = (mb, ms) if quantize == "none" else (base_size, base_ms)
+                label = "float32" if quantize == "none" else quantize
+                print(f"{name:<14} {label:<10} {mb:>8.2f} {mb / base_size:>6.2f} {ms:>8.1f} {ms / base_ms:>6.2f} "
+                      f"{figures['top1_agreement']:>11.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
