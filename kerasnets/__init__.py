@@ -14,3 +14,6 @@ from kerasnets.nin import nin  # noqa: F401
 # keras.applications style: Inception v3's; other models' via get_config(name).preprocess.
 preprocess_input = _inception_v3_module.preprocess_input
 decode_predictions = _inception_v3_module.decode_predictions
+
+from kerasnets import analysis, data, export, training  # noqa: E402,F401
+from kerasnets.model import KerasnetsModel  # noqa: E402,F401
