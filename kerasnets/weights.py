@@ -235,11 +235,10 @@ def _read_slim(model, prefix, layout):
                 continue
             used.add(slim_name)
             value = reader.get_tensor(slim_name)
-            if layout.is_classifier(layer.name):
-                value = value.reshape(tuple(variable.shape)[:-1] + value.shape[-1:]) \
-                    if value.size // value.shape[-1] == np.prod(variable.shape[:-1]) else value
-                if value.shape[-1] == variable.shape[-1] + 1:
-                    value = value[..., 1:]  # slim's class 0 is "background"
+            if value.ndim == 4 and len(variable.shape) == 2:
+                value = value.reshape(value.shape[2:])  # slim's 1x1 convolution classifier as our Dense
+            if layout.is_classifier(layer.name) and value.shape[-1] == variable.shape[-1] + 1:
+                value = value[..., 1:]  # slim's class 0 is "background"
             values.append(value)
         arrays[layer.name] = values
     if missing:
