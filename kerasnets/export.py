@@ -67,9 +67,9 @@ def sample_images(model, data, count=32, seed=0):
     size = model.input_shape[1]
     if data is None:
         rng = np.random.default_rng(seed)
-        smooth = rng.uniform(0, 255, (count, 4, 4, 3)).astype("float32")
-        return tf.image.resize(smooth, (size, size)).numpy() + rng.normal(0, 8, (count, size, size, 3)).astype(
-            "float32").clip(-255, 255), None
+        smooth = tf.image.resize(rng.uniform(0, 255, (count, 4, 4, 3)).astype("float32"), (size, size)).numpy()
+        noise = rng.normal(0, 8, (count, size, size, 3)).astype("float32")
+        return np.clip(smooth + noise, 0, 255), None
     found = data_lib.load(data, size, count)
     images, labels = [], []
     for batch_images, batch_labels in found.eval:
