@@ -117,7 +117,6 @@ MIXED = (
 )
 
 BASE_ENDPOINTS = tuple(name for name, _ in STEM) + tuple(name for name, _ in MIXED)
-HEAD_ENDPOINTS = ("AvgPool_1a", "PreLogits", "Logits", "Predictions", "AuxLogits")
 AUX_INPUT = "Mixed_6e"
 GRID_REDUCTIONS = ("Mixed_6a", "Mixed_7a")  # 3x3 stride-2 valid branches
 MIN_SIZE = 75
