@@ -158,16 +158,20 @@ def freeze(model, freeze_backbone=False, fine_tune_from=None):
 
 
 class HistoryFile(keras.callbacks.Callback):
-    """history.csv, rewritten atomically each epoch; on resume keeps the epochs before the restart."""
+    """history.csv, rewritten atomically each epoch; on resume keeps the epochs before the restart.
+
+    It sits before BackupAndRestore in the callbacks, so an epoch's row is on disk before its backup:
+    a run killed in between redoes that epoch, and the row is replaced, not lost or doubled.
+    """
 
     def __init__(self, path):
         super().__init__()
         self.path = path
-        self.rows = []
+        self.rows = None
 
-    def on_train_begin(self, logs=None):
-        start = getattr(self.model, "_initial_epoch", 0) or 0
-        self.rows = [r for r in read_history(self.path) if int(r["epoch"]) < start]
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.rows is None:  # BackupAndRestore has set the starting epoch by now
+            self.rows = [r for r in read_history(self.path) if int(r["epoch"]) < epoch]
 
     def on_epoch_end(self, epoch, logs=None):
         self.rows.append({"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()}})
@@ -342,10 +346,10 @@ def train(model, data, *, image_size=None, epochs=10, batch_size=32, weights=Non
         epoch_line = EpochLine(found.train_count, epochs)
         history_file = HistoryFile(os.path.join(output, "history.csv"))
         callbacks = [
-            keras.callbacks.BackupAndRestore(os.path.join(output, "backup")),
             history_file,
             epoch_line,
             keras.callbacks.TensorBoard(os.path.join(output, "logs")),
+            keras.callbacks.BackupAndRestore(os.path.join(output, "backup")),
         ]
         if multi_worker:
             from kerasnets import distributed
@@ -356,12 +360,13 @@ def train(model, data, *, image_size=None, epochs=10, batch_size=32, weights=Non
         else:
             history = net.fit(train_ds, epochs=epochs, validation_data=eval_ds, callbacks=callbacks, verbose=verbose)
             results = net.evaluate(eval_ds, verbose=0, return_dict=True)
-        history.history = {k: [float(r[k]) for r in history_file.rows] for k in history_file.rows[0]
-                           if k != "epoch"} if history_file.rows else history.history
+        rows = history_file.rows or []
+        history.history = {k: [float(r[k]) for r in rows] for k in rows[0] if k != "epoch"} if rows else \
+            history.history
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
 
-    metrics = {**{k: float(v) for k, v in results.items()}, "epochs": len(history_file.rows),
+    metrics = {**{k: float(v) for k, v in results.items()}, "epochs": len(rows),
                "examples_per_second": epoch_line.images / epoch_line.seconds if epoch_line.seconds else None,
                "images_skipped": len(found.skipped), "train_images": found.train_count,
                "eval_images": found.eval_count, "eval_split": found.eval_name}
@@ -369,7 +374,7 @@ def train(model, data, *, image_size=None, epochs=10, batch_size=32, weights=Non
     tmp_model = os.path.join(output, f".model-{os.getpid()}.keras")
     net.save(tmp_model)
     os.replace(tmp_model, os.path.join(output, "model.keras"))
-    plot_history(history_file.rows, os.path.join(output, "training_curves.png"))
+    plot_history(rows, os.path.join(output, "training_curves.png"))
     say(f"done: accuracy {metrics['accuracy']:.4f} on {found.eval_count} {found.eval_name} images; "
         f"wrote {output}/model.keras, metrics.json, history.csv, training_curves.png, labels.txt")
     return net, history
