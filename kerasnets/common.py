@@ -13,6 +13,19 @@ from kerasnets.model import KerasnetsModel
 POOLING_CHOICES = (None, "avg", "max")
 
 
+def say(message):
+    """One progress line per stage, flushed at once."""
+    print(f"[kerasnets] {message}", flush=True)
+
+
+def atomic_write(path, writer, mode="w"):
+    """Writes through `writer(file)` to a temporary file, then renames it over `path`."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, mode) as f:
+        writer(f)
+    os.replace(tmp, path)
+
+
 def validate_common(*, include_top, weights, input_shape, input_tensor, pooling, classes, config):
     """Checks the keras.applications-style arguments shared by all builders.
 

@@ -23,6 +23,7 @@ from kerasnets import __version__
 from kerasnets import data as data_lib
 from kerasnets import layers as kn_layers
 from kerasnets import registry
+from kerasnets.common import atomic_write, say
 
 FORMATS = ("saved_model", "tflite")
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
@@ -30,10 +31,6 @@ QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
 MAX_ABS_DIFF = {("saved_model", "none"): 1e-5, ("tflite", "none"): 1e-4, ("tflite", "float16"): 1e-2}
 MIN_TOP1_AGREEMENT = {("tflite", "dynamic"): 0.9, ("tflite", "int8"): 0.8}
 BYTES_SIGNATURE = "serving_bytes"
-
-
-def say(message):
-    print(f"[kerasnets] {message}", flush=True)
 
 
 def load_model(model, weights=None, model_args=None):
@@ -236,8 +233,8 @@ def export(model, format="saved_model", quantize="none", data=None, weights=None
                 os.remove(leftover)
     card["size_bytes"] = artifact_size(output)
     folder = os.path.dirname(os.path.abspath(output))
-    _atomic_text(os.path.join(folder, "labels.txt"), "\n".join(labels) + "\n")
-    _atomic_text(card_path(output), json.dumps(card, indent=2))
+    atomic_write(os.path.join(folder, "labels.txt"), lambda f: f.write("\n".join(labels) + "\n"))
+    atomic_write(card_path(output), lambda f: json.dump(card, f, indent=2))
     say(f"wrote {output} ({card['size_bytes'] / 1e6:.2f} MB), labels.txt and {os.path.basename(card_path(output))}")
     return output, card
 
@@ -252,39 +249,30 @@ def artifact_size(path):
     return os.path.getsize(path)
 
 
-def _atomic_text(path, text):
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+def open_artifact(path, fmt=None):
+    """(images -> probabilities, input size) for a SavedModel directory, a .tflite or a .keras file."""
+    fmt = fmt or ("saved_model" if os.path.isdir(path) else "tflite" if path.endswith(".tflite") else "keras")
+    if fmt == "saved_model":
+        serve = tf.saved_model.load(path).signatures["serving_default"]
+        size = int(serve.structured_input_signature[1]["images"].shape[1])
+        return lambda images: serve(images=tf.constant(images, tf.float32))["probabilities"].numpy(), size
+    if fmt == "tflite":
+        runner = TFLiteRunner(path)
+        return runner, runner.input_size
+    model = keras.saving.load_model(path)
+    return lambda images: model.predict(images, verbose=0), int(model.input_shape[1])
 
 
 def run_artifact(path, fmt=None):
     """A callable images -> probabilities for a SavedModel directory, a .tflite or a .keras file."""
-    fmt = fmt or ("saved_model" if os.path.isdir(path) else "tflite" if path.endswith(".tflite") else "keras")
-    if fmt == "saved_model":
-        serve = tf.saved_model.load(path).signatures["serving_default"]
-        return lambda images: serve(images=tf.constant(images, tf.float32))["probabilities"].numpy()
-    if fmt == "tflite":
-        return TFLiteRunner(path)
-    model = keras.saving.load_model(path)
-    return lambda images: model.predict(images, verbose=0)
-
-
-def input_size(path):
-    if os.path.isdir(path):
-        return int(tf.saved_model.load(path).signatures["serving_default"].structured_input_signature[1][
-            "images"].shape[1])
-    if path.endswith(".tflite"):
-        return TFLiteRunner(path).input_size
-    return int(keras.saving.load_model(path).input_shape[1])
+    return open_artifact(path, fmt)[0]
 
 
 def predict(artifact, images, top_k=5):
     """Top-k (label, score) per image file, from a .keras, a SavedModel directory or a .tflite."""
     if not os.path.exists(artifact):
         raise FileNotFoundError(f"ARTIFACT {artifact!r}: no such file or directory")
-    size = input_size(artifact)
+    run, size = open_artifact(artifact)
     batch = []
     for path in images:
         try:
@@ -293,7 +281,7 @@ def predict(artifact, images, top_k=5):
                 tf.io.decode_image(contents, channels=3, expand_animations=False), size).numpy())
         except (tf.errors.OpError, ValueError) as e:
             raise ValueError(f"IMAGE {path!r} is not a readable image ({type(e).__name__})") from None
-    probabilities = run_artifact(artifact)(np.stack(batch))
+    probabilities = run(np.stack(batch))
     labels_path = os.path.join(os.path.dirname(os.path.abspath(artifact.rstrip(os.sep))), "labels.txt")
     if os.path.isdir(artifact) and not os.path.exists(labels_path):
         labels_path = os.path.join(artifact, "labels.txt")

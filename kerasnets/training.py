@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from kerasnets import common
+from kerasnets.common import atomic_write, say
 from kerasnets import data as data_lib
 from kerasnets import layers as kn_layers
 from kerasnets import registry
@@ -35,18 +36,6 @@ DEFAULT_LEARNING_RATES = {"rmsprop": 0.01, "sgd": 0.1, "adam": 0.001, "adamw": 0
 PRECISIONS = {"float16": "mixed_float16", "bfloat16": "mixed_bfloat16", "off": "float32"}
 DISTRIBUTIONS = ("auto", "mirrored", "multi-worker", "off")
 HEAD = ("PreLogits", "Logits", "Predictions")
-
-
-def say(message):
-    print(f"[kerasnets] {message}", flush=True)
-
-
-def atomic_write(path, writer, mode="w"):
-    """Writes through `writer(file)` to a temporary file, then renames it over `path`."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, mode) as f:
-        writer(f)
-    os.replace(tmp, path)
 
 
 def precision_policy(mode):
