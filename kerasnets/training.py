@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import time
+import zipfile
 
 import keras
 import numpy as np
@@ -81,6 +82,21 @@ def make_optimizer(name, learning_rate, steps_per_epoch, weight_decay, decay_rat
     if name == "adam":
         return keras.optimizers.Adam(schedule, weight_decay=decay)
     return keras.optimizers.AdamW(schedule, weight_decay=weight_decay)
+
+
+def saved_input_size(path):
+    """The input height of the model in a `.keras` archive, read from its config.json (no weights loaded)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))["config"]
+        first = config["input_layers"]
+        name = first[0] if isinstance(first[0], str) else first[0][0]
+        shape = next(layer["config"]["batch_shape"] for layer in config["layers"] if layer["config"]["name"] == name)
+    except (zipfile.BadZipFile, KeyError, IndexError, StopIteration, ValueError) as error:
+        raise ValueError(f"MODEL {path!r} is not a functional model saved by Keras 3 (.keras archive): {error}") from None
+    if shape[1] is None:
+        raise ValueError(f"MODEL {path!r} accepts any image size; give image_size (--image-size)")
+    return shape[1]
 
 
 def build_model(model, classes, image_size, weights=None, dropout_rate=0.2, model_args=None):
@@ -279,6 +295,7 @@ def train(model, data, *, image_size=None, epochs=10, batch_size=32, weights=Non
     if is_file:
         if not os.path.exists(model):
             raise FileNotFoundError(f"MODEL {model!r}: no such .keras file")
+        image_size = image_size or saved_input_size(model)
     else:
         config = registry.get_config(model)
         image_size = image_size or config.default_size
@@ -295,8 +312,6 @@ def train(model, data, *, image_size=None, epochs=10, batch_size=32, weights=Non
     prepare_output(output, resume, overwrite)
     keras.utils.set_random_seed(seed)
 
-    if is_file and image_size is None:
-        image_size = keras.saving.load_model(model).input_shape[1]
     if batch_size % strategy.num_replicas_in_sync:
         raise ValueError(f"batch_size={batch_size} (global) must be a multiple of the "
                          f"{strategy.num_replicas_in_sync} replicas")

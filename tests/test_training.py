@@ -250,3 +250,24 @@ def test_multi_worker_strategy_with_two_local_workers(mixed_folder, tmp_path):
     assert metrics["epochs"] == 2 and np.isfinite(metrics["loss"])
     assert os.path.exists(os.path.join(output, "model.keras"))
     assert os.path.exists(os.path.join(output, "worker_1", "model.keras"))  # the other worker's, kept apart
+
+
+def test_training_continues_from_a_keras_file(mixed_folder, tmp_path):
+    first, _ = training.train("nin", mixed_folder, image_size=12, epochs=1, batch_size=8,
+                              output=str(tmp_path / "first"), verbose=0)
+    saved = str(tmp_path / "first" / "model.keras")
+    assert training.saved_input_size(saved) == 12  # read from config.json, no weights loaded
+    # No image_size: the file's own input size is used, and training starts from the file's weights.
+    second, history = training.train(saved, mixed_folder, epochs=1, batch_size=8, lr=1e-9,
+                                     output=str(tmp_path / "second"), verbose=0)
+    assert json.load(open(tmp_path / "second" / "run.json"))["image_size"] == 12
+    for before, after in zip(first.weights, second.weights):
+        np.testing.assert_allclose(after.numpy(), before.numpy(), atol=1e-6)  # a tiny lr: still the file's
+
+
+def test_training_from_a_file_that_is_not_a_keras_archive(mixed_folder, tmp_path):
+    bogus = tmp_path / "bogus.keras"
+    bogus.write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="bogus.keras.*not a functional model saved by Keras 3"):
+        training.train(str(bogus), mixed_folder, epochs=1, output=str(tmp_path / "out"), verbose=0)
+    assert not os.path.exists(tmp_path / "out")  # refused before anything was written
