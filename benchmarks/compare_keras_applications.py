@@ -1,7 +1,8 @@
 """kerasnets vs keras.applications, side by side in one process.
 
 For each model: build time; the first `predict` after a fresh build (what a
-notebook user waits for: tracing included); and steady CPU `predict`
+notebook user waits for: tracing included; 40 images make Keras' loop trace
+twice, for the batch of 32 and the last 8); and steady CPU `predict`
 throughput at the given batch sizes, with and without XLA (`jit_compile`), as
 medians over interleaved repeats (kerasnets, keras, kerasnets, keras, ...) so
 drift hits both alike.
@@ -84,6 +85,8 @@ def main():
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 16])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--builds", type=int, default=3)
+    parser.add_argument("--first-images", nargs="+", type=int, default=[16, 40],
+                        help="image counts for the first predict after a build (default batch size 32: 40 = 32 + 8)")
     parser.add_argument("--jit", choices=["off", "on", "both"], default="both")
     args = parser.parse_args()
     print(f"keras {keras.__version__}, backend {keras.backend.backend()}, {os.cpu_count()} CPUs")
@@ -102,14 +105,16 @@ def main():
                 med = {k: statistics.median(v) for k, v in builds.items()}
                 rows.append((name, label, med["kerasnets"], med["keras"], med["keras"] / med["kerasnets"]))
             size = kerasnets.get_config(name).default_size
-            images = np.random.default_rng(1).uniform(-1, 1, (max(args.batch_sizes), size, size, 3)).astype("float32")
-            firsts = {"kerasnets": [], "keras": []}
-            for _ in range(args.builds):
-                firsts["kerasnets"].append(first_predict(lambda: kerasnets.create_model(name, weights=weights_file), images))
-                firsts["keras"].append(first_predict(lambda: KERAS_APPLICATIONS[name](weights=weights_file), images))
-            med = {k: statistics.median(v) for k, v in firsts.items()}
-            rows.append((name, f"first predict after build img/s, batch {len(images)}", med["kerasnets"], med["keras"],
-                         med["kerasnets"] / med["keras"]))
+            for count in args.first_images:
+                images = np.random.default_rng(1).uniform(-1, 1, (count, size, size, 3)).astype("float32")
+                firsts = {"kerasnets": [], "keras": []}
+                for _ in range(args.builds):
+                    firsts["kerasnets"].append(first_predict(lambda: kerasnets.create_model(name, weights=weights_file),
+                                                             images))
+                    firsts["keras"].append(first_predict(lambda: KERAS_APPLICATIONS[name](weights=weights_file), images))
+                med = {k: statistics.median(v) for k, v in firsts.items()}
+                rows.append((name, f"first predict after build img/s, {count} images", med["kerasnets"], med["keras"],
+                             med["kerasnets"] / med["keras"]))
         rng = np.random.default_rng(0)
         macs[name] = kerasnets.analysis.summarize(ours)[-1]["macs"]
         for batch in args.batch_sizes:

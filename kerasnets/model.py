@@ -7,7 +7,9 @@ InceptionV3 at batch 16: `predict` ran at 12-16 img/s from call to call,
 `predict_on_batch` -- the same compiled forward pass, fed directly -- at a
 steady 17). For arrays and tensors, `KerasnetsModel.predict` slices the
 batches itself and calls one compiled forward pass per batch (honouring
-`compile(jit_compile=...)`), with the usual progress bar. Datasets,
+`compile(jit_compile=...)`), with the usual progress bar. That pass is traced
+once, for any batch size, so a short last batch costs no second trace (Keras'
+own path traces again for it). Datasets,
 generators, callbacks, `steps`, distribution strategies and other backends
 take Keras' own path, as does every instance with `model.fast_predict = False`.
 `compile`, `fit` and `evaluate` are Keras' own, unchanged.
@@ -45,19 +47,31 @@ class KerasnetsModel(keras.Model):
             return False
         return _is_array(x) and len(self.inputs) == 1
 
+    def _batch_spec(self):
+        import tensorflow as tf
+
+        return tf.TensorSpec((None,) + tuple(self.inputs[0].shape[1:]), self.inputs[0].dtype)
+
     def _forward(self):
         import tensorflow as tf
 
         jit = bool(self.compiled and self.jit_compile)
         if getattr(self, "_kerasnets_forward_jit", None) != jit:
             self._kerasnets_forward = tf.function(lambda images: self(images, training=False),
-                                                  reduce_retracing=True, jit_compile=jit)
+                                                  input_signature=[self._batch_spec()], jit_compile=jit)
             self._kerasnets_forward_jit = jit
         return self._kerasnets_forward
 
     def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
         if not self._uses_fast_path(x, steps, callbacks):
             return super().predict(x, batch_size=batch_size, verbose=verbose, steps=steps, callbacks=callbacks)
+        import tensorflow as tf
+
+        spec = self._batch_spec()
+        if not spec.is_compatible_with(tf.TensorSpec(x.shape, spec.dtype)):
+            raise ValueError(f"x has shape {tuple(x.shape)}; {self.name} takes images of shape "
+                             f"{tuple(spec.shape)} (None: any size)")
+        x = tf.cast(x, spec.dtype) if isinstance(x, tf.Tensor) else np.asarray(x, spec.dtype.as_numpy_dtype)
         batch_size = batch_size or 32
         forward = self._forward()
         total = -(-len(x) // batch_size)

@@ -86,6 +86,12 @@ def test_fast_predict_equals_keras_predict():
     for a, b in zip(fast, slow):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
     model.fast_predict = True
+    # One trace serves every batch size; inputs are cast to the model's dtype, as Keras' own path does.
+    np.testing.assert_allclose(model.predict(images.astype("float64"), batch_size=5, verbose=0)[0], slow[0],
+                               rtol=1e-6, atol=1e-7)
+    assert model._forward().experimental_get_tracing_count() == 1  # batches of 3, 1, 5 and 2
+    with pytest.raises(ValueError, match=r"x has shape \(7, 99, 99, 3\).*\(None, 107, 107, 3\)"):
+        model.predict(np.zeros((7, 99, 99, 3), "float32"))
     model.compile(jit_compile=True)
     np.testing.assert_allclose(model.predict(images, verbose=0)[0], slow[0], rtol=1e-4, atol=1e-6)
 
