@@ -71,8 +71,12 @@ class KerasnetsModel(keras.Model):
         if not spec.is_compatible_with(tf.TensorSpec(x.shape, spec.dtype)):
             raise ValueError(f"x has shape {tuple(x.shape)}; {self.name} takes images of shape "
                              f"{tuple(spec.shape)} (None: any size)")
+        if len(x) == 0:
+            raise ValueError(f"x holds no images (shape {tuple(x.shape)})")
+        batch_size = 32 if batch_size is None else batch_size
+        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         x = tf.cast(x, spec.dtype) if isinstance(x, tf.Tensor) else np.asarray(x, spec.dtype.as_numpy_dtype)
-        batch_size = batch_size or 32
         forward = self._forward()
         total = -(-len(x) // batch_size)
         progress = keras.utils.Progbar(total, verbose=1 if verbose == "auto" else verbose) if verbose else None

@@ -92,6 +92,10 @@ def test_fast_predict_equals_keras_predict():
     assert model._forward().experimental_get_tracing_count() == 1  # batches of 3, 1, 5 and 2
     with pytest.raises(ValueError, match=r"x has shape \(7, 99, 99, 3\).*\(None, 107, 107, 3\)"):
         model.predict(np.zeros((7, 99, 99, 3), "float32"))
+    with pytest.raises(ValueError, match="x holds no images"):
+        model.predict(images[:0])
+    with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
+        model.predict(images, batch_size=0)
     model.compile(jit_compile=True)
     np.testing.assert_allclose(model.predict(images, verbose=0)[0], slow[0], rtol=1e-4, atol=1e-6)
 
