@@ -8,10 +8,10 @@ InceptionV3 at batch 16: `predict` ran at 12-16 img/s from call to call,
 steady 17). For arrays and tensors, `KerasnetsModel.predict` slices the
 batches itself and calls one compiled forward pass per batch (honouring
 `compile(jit_compile=...)`), with the usual progress bar. That pass is traced
-once, for any batch size, so a short last batch costs no second trace (Keras'
-own path traces again for it). Datasets,
-generators, callbacks, `steps`, distribution strategies and other backends
-take Keras' own path, as does every instance with `model.fast_predict = False`.
+once for every batch size, so a short last batch costs no second trace (Keras'
+own path traces again for it). Datasets, generators, callbacks, `steps`,
+distribution strategies and other backends take Keras' own path, as does
+every instance with `model.fast_predict = False`.
 `compile`, `fit` and `evaluate` are Keras' own, unchanged.
 """
 

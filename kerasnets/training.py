@@ -85,7 +85,7 @@ def make_optimizer(name, learning_rate, steps_per_epoch, weight_decay, decay_rat
 
 
 def saved_input_size(path):
-    """The input height of the model in a `.keras` archive, read from its config.json (no weights loaded)."""
+    """The input height of the model in a `.keras` archive (None: any), read from its config.json, no weights loaded."""
     try:
         with zipfile.ZipFile(path) as archive:
             config = json.loads(archive.read("config.json"))["config"]
@@ -94,8 +94,6 @@ def saved_input_size(path):
         shape = next(layer["config"]["batch_shape"] for layer in config["layers"] if layer["config"]["name"] == name)
     except (zipfile.BadZipFile, KeyError, IndexError, StopIteration, ValueError) as error:
         raise ValueError(f"MODEL {path!r} is not a functional model saved by Keras 3 (.keras archive): {error}") from None
-    if shape[1] is None:
-        raise ValueError(f"MODEL {path!r} accepts any image size; give image_size (--image-size)")
     return shape[1]
 
 
@@ -295,7 +293,12 @@ def train(model, data, *, image_size=None, epochs=10, batch_size=32, weights=Non
     if is_file:
         if not os.path.exists(model):
             raise FileNotFoundError(f"MODEL {model!r}: no such .keras file")
-        image_size = image_size or saved_input_size(model)
+        saved_size = saved_input_size(model)
+        if image_size is None and saved_size is None:
+            raise ValueError(f"MODEL {model!r} accepts any image size; give image_size (--image-size)")
+        if image_size is not None and saved_size not in (None, image_size):
+            raise ValueError(f"image_size={image_size}, but MODEL {model!r} takes {saved_size}x{saved_size} images")
+        image_size = image_size or saved_size
     else:
         config = registry.get_config(model)
         image_size = image_size or config.default_size

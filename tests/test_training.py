@@ -271,3 +271,15 @@ def test_training_from_a_file_that_is_not_a_keras_archive(mixed_folder, tmp_path
     with pytest.raises(ValueError, match="bogus.keras.*not a functional model saved by Keras 3"):
         training.train(str(bogus), mixed_folder, epochs=1, output=str(tmp_path / "out"), verbose=0)
     assert not os.path.exists(tmp_path / "out")  # refused before anything was written
+
+
+def test_training_from_a_keras_file_checks_the_image_size(mixed_folder, tmp_path):
+    fixed, free = str(tmp_path / "fixed.keras"), str(tmp_path / "free.keras")
+    kerasnets.nin(input_shape=(12, 12, 3), classes=3).save(fixed)
+    kerasnets.nin(input_shape=(None, None, 3), classes=3).save(free)
+    assert training.saved_input_size(free) is None
+    with pytest.raises(ValueError, match=r"image_size=16, but MODEL .*fixed.keras' takes 12x12 images"):
+        training.train(fixed, mixed_folder, image_size=16, output=str(tmp_path / "a"), verbose=0)
+    with pytest.raises(ValueError, match=r"free.keras' accepts any image size; give image_size"):
+        training.train(free, mixed_folder, output=str(tmp_path / "b"), verbose=0)
+    assert not os.path.exists(tmp_path / "a") and not os.path.exists(tmp_path / "b")
