@@ -15,14 +15,10 @@ import numpy as np
 import pytest
 
 import kerasnets
-from weight_files import randomize, write_keras_applications_h5
+from weight_files import randomize, rel_max_diff, write_keras_applications_h5
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 pytest.importorskip("jax")
-
-
-def rel_max_diff(a, b):
-    return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import kerasnets
-from weight_files import randomize, write_keras_applications_h5
+from weight_files import randomize, rel_max_diff, write_keras_applications_h5
 
 # registry name -> (keras.applications builder, a small input that still exercises every layer)
 COUNTERPARTS = {
@@ -17,10 +17,6 @@ COUNTERPARTS = {
     "resnet101_v2": (keras.applications.ResNet101V2, 32),
     "resnet152_v2": (keras.applications.ResNet152V2, 32),
 }
-
-
-def rel_max_diff(a, b):
-    return float(np.max(np.abs(np.asarray(a) - np.asarray(b))) / np.max(np.abs(np.asarray(b))))
 
 
 @pytest.mark.parametrize("name", sorted(COUNTERPARTS))

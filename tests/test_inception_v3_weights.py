@@ -17,7 +17,7 @@ import pytest
 
 import kerasnets
 from kerasnets import registry
-from weight_files import randomize, write_keras_applications_h5, write_slim_checkpoint
+from weight_files import randomize, rel_max_diff, write_keras_applications_h5, write_slim_checkpoint
 
 SIZE = 150  # small input keeps CI fast; every layer is still exercised
 SHAPE = (SIZE, SIZE, 3)
@@ -50,10 +50,6 @@ SLIM_CONV_SCOPES = (
 # keras.applications' names of the inception modules.
 KERAS_MIXED = {f"mixed{i}": name for i, name in enumerate(
     "Mixed_5b Mixed_5c Mixed_5d Mixed_6a Mixed_6b Mixed_6c Mixed_6d Mixed_6e Mixed_7a Mixed_7b Mixed_7c".split())}
-
-
-def rel_max_diff(a, b):
-    return float(np.max(np.abs(np.asarray(a) - np.asarray(b))) / np.max(np.abs(np.asarray(b))))
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@
   in creation order: conv2d_1 ... batch_normalization_94, predictions).
 * `write_slim_checkpoint`: a TF checkpoint bundle with TF-slim's variable names
   (written with the same SaveV2 op TF1's Saver uses).
+* `rel_max_diff`: how the tests compare what a loaded model computes with the source's.
 """
 
 import collections
@@ -13,6 +14,11 @@ import re
 import h5py
 import numpy as np
 import tensorflow as tf
+
+
+def rel_max_diff(a, b):
+    """max |a - b| relative to max |b|."""
+    return float(np.max(np.abs(np.asarray(a) - np.asarray(b))) / np.max(np.abs(np.asarray(b))))
 
 
 def randomize(model, seed=0):
