@@ -17,3 +17,5 @@ decode_predictions = _inception_v3_module.decode_predictions
 
 from kerasnets import analysis, data, export, training  # noqa: E402,F401
 from kerasnets.model import KerasnetsModel  # noqa: E402,F401
+from kerasnets import precision, recipes  # noqa: E402,F401
+from kerasnets.precision import with_precision  # noqa: E402,F401

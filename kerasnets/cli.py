@@ -44,16 +44,16 @@ def cmd_list(args):
 
 
 def cmd_train(args):
-    from kerasnets import data, training
+    from kerasnets import training
 
-    augmentation = data.Augmentation(min_area=args.min_crop_area, flip=not args.no_flip,
-                                     color_jitter=args.color_jitter)
     training.train(args.model, args.data, image_size=args.image_size, epochs=args.epochs,
                    batch_size=args.batch_size, weights=args.weights, freeze_backbone=args.freeze_backbone,
-                   fine_tune_from=args.fine_tune_from, optimizer=args.optimizer, lr=args.lr,
+                   fine_tune_from=args.fine_tune_from, recipe=args.recipe, optimizer=args.optimizer, lr=args.lr,
                    label_smoothing=args.label_smoothing, weight_decay=args.weight_decay,
+                   warmup_epochs=args.warmup_epochs,
                    mixed_precision=args.mixed_precision, distribute=args.distribute, output=args.output,
-                   resume=args.resume, overwrite=args.overwrite, augmentation=augmentation, seed=args.seed,
+                   resume=args.resume, overwrite=args.overwrite, min_crop_area=args.min_crop_area,
+                   flip=args.flip, color_jitter=args.color_jitter, seed=args.seed,
                    verbose=args.verbose, model_args=dict(args.model_arg))
 
 
@@ -68,7 +68,7 @@ def cmd_export(args):
 def cmd_predict(args):
     from kerasnets import export
 
-    for path, top in zip(args.images, export.predict(args.artifact, args.images, args.top_k)):
+    for path, top in zip(args.images, export.predict(args.artifact, args.images, args.top_k, args.precision)):
         print(f"{path}: " + ", ".join(f"{label} {score:.4f}" for label, score in top))
 
 
@@ -113,7 +113,7 @@ def make_parser():
     summary.add_argument("--plot", metavar="FILE.png", help="draw the model (keras.utils.plot_model)")
     summary.set_defaults(func=cmd_summary)
 
-    from kerasnets import training
+    from kerasnets import precision, recipes, training
 
     train = sub.add_parser("train", help="train or fine-tune a model on tfds or an image folder (model.fit)")
     train.add_argument("model", help="registry name (see `kerasnets list`) or a .keras file")
@@ -127,17 +127,26 @@ def make_parser():
     tuning = train.add_mutually_exclusive_group()
     tuning.add_argument("--freeze-backbone", action="store_true", help="train only the new head")
     tuning.add_argument("--fine-tune-from", metavar="ENDPOINT", help="train from this endpoint on (e.g. Mixed_6e)")
-    train.add_argument("--optimizer", choices=training.OPTIMIZERS, default="rmsprop")
-    train.add_argument("--lr", type=float, default=None, help="initial learning rate (decays 0.94 every 2 epochs)")
-    train.add_argument("--label-smoothing", type=float, default=0.0)
-    train.add_argument("--weight-decay", type=float, default=4e-5)
-    train.add_argument("--mixed-precision", choices=["auto", *training.PRECISIONS], default="auto")
+    train.add_argument("--recipe", choices=recipes.CHOICES, default="auto",
+                       help="training recipe (auto: train-head with --freeze-backbone, fine-tune when starting from "
+                            "weights, else scratch; "
+                            "slim-imagenet: TF-slim's RMSProp recipe); the options below override its fields")
+    train.add_argument("--optimizer", choices=recipes.OPTIMIZERS, default=None)
+    train.add_argument("--lr", type=float, default=None, help="peak learning rate")
+    train.add_argument("--warmup-epochs", type=float, default=None, help="linear warm-up (capped at a tenth of the run)")
+    train.add_argument("--label-smoothing", type=float, default=None)
+    train.add_argument("--weight-decay", type=float, default=None, help="decoupled weight decay")
+    train.add_argument("--mixed-precision", choices=precision.CHOICES, default="auto",
+                       help="auto: float16 on NVIDIA GPUs (compute capability >= 7.0), bfloat16 on CPUs with "
+                            "AVX512_BF16/AMX-BF16, else off (float32)")
     train.add_argument("--distribute", choices=training.DISTRIBUTIONS, default="auto")
     train.add_argument("--output", default=None, help="run directory (default runs/<model>)")
     train.add_argument("--resume", action="store_true", help="continue a run from its last completed epoch")
     train.add_argument("--overwrite", action="store_true", help="replace an earlier run in --output")
-    train.add_argument("--min-crop-area", type=float, default=0.08, help="random resized crop's smallest area")
-    train.add_argument("--no-flip", action="store_true", help="no random horizontal flips")
+    train.add_argument("--min-crop-area", type=float, default=None,
+                       help="random resized crops' smallest area, as a fraction of the image (recipe's by default)")
+    train.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                       help="random horizontal flips (recipe's by default: off, except slim-imagenet)")
     train.add_argument("--color-jitter", action="store_true", help="random brightness/saturation/contrast")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1, help="Keras progress: 0 none, 1 bar, 2 line")
@@ -161,6 +170,8 @@ def make_parser():
     predicting.add_argument("artifact")
     predicting.add_argument("images", nargs="+", metavar="IMAGE")
     predicting.add_argument("--top-k", type=_positive_int, default=5)
+    predicting.add_argument("--precision", choices=precision.CHOICES, default="off",
+                            help="compute precision of a .keras model (bfloat16: faster on CPUs with AVX512_BF16)")
     predicting.set_defaults(func=cmd_predict)
 
     listing = sub.add_parser("list", help="registered models")
@@ -174,7 +185,7 @@ def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         args.func(args)
-    except (ValueError, TypeError, OSError) as e:
+    except (ValueError, TypeError, OSError, ArithmeticError) as e:  # ArithmeticError: training.TrainingDiverged
         print(f"kerasnets: error: {e}", file=sys.stderr)
         return 2
     return 0

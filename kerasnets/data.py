@@ -212,6 +212,11 @@ def load(source, image_size, batch_size, augmentation=None, validation_fraction=
         evaluation = evaluation.cache()
     if drop_remainder and train_count < batch_size:
         raise ValueError(f"--batch-size {batch_size} is larger than the {train_count} training images")
-    train = train.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
-    evaluation = evaluation.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    # The batch counts are known (unreadable files were removed up front); saying so lets Keras end each epoch
+    # on its count instead of running the iterator dry ("Your input ran out of data").
+    train_batches = train_count // batch_size if drop_remainder else -(-train_count // batch_size)
+    train = train.batch(batch_size, drop_remainder=drop_remainder)
+    train = train.apply(tf.data.experimental.assert_cardinality(train_batches)).prefetch(tf.data.AUTOTUNE)
+    evaluation = evaluation.batch(batch_size).apply(tf.data.experimental.assert_cardinality(-(-eval_count // batch_size)))
+    evaluation = evaluation.prefetch(tf.data.AUTOTUNE)
     return Data(train, evaluation, classes, train_count, eval_count, skipped, eval_name)

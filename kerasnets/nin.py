@@ -13,6 +13,21 @@ follow the authors' released Caffe models: `mlpconv1.conv`, `mlpconv1.cccp1`,
 Without the top, the class-map layer is left out, so the last endpoint is
 that block's second layer. Pooling uses TF's "same" padding, which gives
 Caffe's (ceil-mode) sizes on 32x32 CIFAR images.
+
+Initialisation (why NIN trains here): the ReLU on the class maps makes "all
+maps negative" an absorbing state -- every wrong class's map is pushed down,
+and a map that is negative everywhere gets no gradient back. With Keras'
+default (Glorot-uniform kernels, zero biases) NIN's class maps all died within
+the first epoch on scikit-learn's digits and it stayed at chance (loss ln 10),
+even without augmentation; Glorot's variance also halves the signal through
+each of the nine ReLU layers. So, as the authors' released models did with
+hand-tuned Gaussians: kernels are He-normal (He et al. 2015, variance 2/fan-in,
+which keeps the signal's scale through ReLUs), and the class-map layer starts
+with small weights (std 0.01, the released ImageNet model's) and a bias of 1,
+so every map starts in the ReLU's active range (Krizhevsky et al. 2012 gave
+ReLU layers a bias of 1 "to accelerate the early stages of learning").
+Measured on digits, 8 epochs of the default recipe without augmentation:
+accuracy 0.33 with Keras' default, 0.99 with this.
 """
 
 import functools
@@ -71,12 +86,15 @@ def nin(variant="cifar", include_top=True, weights=None, input_tensor=None, inpu
                                    input_tensor=input_tensor, pooling=pooling, classes=classes, config=config)
     source = weights_lib.resolve(weights, config, include_top)
 
-    def conv(x, filters, kernel, strides, scope, output_name):
+    def conv(x, filters, kernel, strides, scope, output_name, class_maps=False):
         padding = "valid" if strides > 1 else "same"  # the 11x11/4 layer is unpadded, the others keep size
+        # See the module docstring: the class maps start small and inside the ReLU's active range.
+        kernel_init = keras.initializers.RandomNormal(stddev=0.01) if class_maps else "he_normal"
+        shift_init = "ones" if class_maps else "zeros"
         x = keras.layers.Conv2D(filters, kernel, strides=strides, padding=padding, use_bias=not batch_norm,
-                                name=scope)(x)
+                                kernel_initializer=kernel_init, bias_initializer=shift_init, name=scope)(x)
         if batch_norm:
-            x = keras.layers.BatchNormalization(name=f"{scope}.BatchNorm")(x)
+            x = keras.layers.BatchNormalization(beta_initializer=shift_init, name=f"{scope}.BatchNorm")(x)
         return keras.layers.Activation("relu", name=output_name or f"{scope}.Relu")(x)
 
     inputs, source_inputs = common.make_input(shape, input_tensor)
@@ -84,13 +102,14 @@ def nin(variant="cifar", include_top=True, weights=None, input_tensor=None, inpu
     blocks = spec["blocks"]
     for number, (kernel, strides, *filters) in enumerate(blocks, start=1):
         block = f"mlpconv{number}"
-        layers = [(f"{block}.conv", filters[0], kernel, strides), (f"{block}.cccp{2 * number - 1}", filters[1], 1, 1)]
+        layers = [(f"{block}.conv", filters[0], kernel, strides, False),
+                  (f"{block}.cccp{2 * number - 1}", filters[1], 1, 1, False)]
         if filters[2] is not None:
-            layers.append((f"{block}.cccp{2 * number}", filters[2], 1, 1))
+            layers.append((f"{block}.cccp{2 * number}", filters[2], 1, 1, False))
         elif include_top:  # the last layer makes the class maps: it is the classifier
-            layers.append((f"{block}.cccp{2 * number}", classes, 1, 1))
-        for i, (scope, f, k, s) in enumerate(layers):
-            x = conv(x, f, k, s, scope, block if i == len(layers) - 1 else None)
+            layers.append((f"{block}.cccp{2 * number}", classes, 1, 1, True))
+        for i, (scope, f, k, s, class_maps) in enumerate(layers):
+            x = conv(x, f, k, s, scope, block if i == len(layers) - 1 else None, class_maps)
         if number <= len(spec["pools"]):
             kind, dropout = spec["pools"][number - 1]
             pool = keras.layers.MaxPooling2D if kind == "max" else keras.layers.AveragePooling2D

@@ -142,6 +142,9 @@ def _assign(model, arrays, path):
     """Checks every shape, then assigns: a mismatch leaves the model untouched."""
     for layer_name, values in arrays.items():
         layer = model.get_layer(layer_name)
+        if len(layer.weights) != len(values):
+            raise ValueError(f"weights={path!r} does not fit this model: layer {layer_name!r} has "
+                             f"{len(layer.weights)} variables, the file has {len(values)}.")
         for variable, value in zip(layer.weights, values):
             if tuple(variable.shape) != tuple(value.shape):
                 raise ValueError(
@@ -254,7 +257,32 @@ def _read_slim(model, prefix, layout):
 
 
 def _load_keras3(model, path):
+    if path.endswith(".keras"):
+        _assign(model, _read_keras_archive(model, path), path)
+        return
     try:
         model.load_weights(path)
     except Exception as e:  # Keras raises ValueError/KeyError/OSError depending on the mismatch
         raise ValueError(f"weights={path!r} does not fit model {model.name!r}: {e}") from None
+
+
+def _read_keras_archive(model, path):
+    """Every weighted layer of `model`, by name, from the whole model saved in a `.keras` archive.
+
+    By name rather than by position, so a trained classifier (e.g. a training
+    run's model.keras, with its input normalisation and head) fills a backbone
+    built without the top.
+    """
+    import keras
+
+    try:
+        source = keras.saving.load_model(path, compile=False)
+    except Exception as e:  # Keras raises ValueError/TypeError/KeyError depending on what is wrong
+        raise ValueError(f"weights={path!r} is not a loadable .keras model: {e}") from None
+    available = {layer.name: layer for layer in source.layers}
+    wanted = [layer.name for layer in model.layers if layer.weights]
+    missing = [name for name in wanted if name not in available]
+    if missing:
+        raise ValueError(f"weights={path!r} does not fit model {model.name!r}: the file has no layer "
+                         f"{missing[0]!r} ({len(missing)} of {len(wanted)} weighted layers missing)")
+    return {name: [keras.ops.convert_to_numpy(v) for v in available[name].weights] for name in wanted}

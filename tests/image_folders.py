@@ -6,17 +6,24 @@ import numpy as np
 import tensorflow as tf
 
 
-def write_digits_folder(root, test_fraction=0.2, seed=0, scale=1):
-    """ROOT/train/<digit>/*.png and ROOT/test/<digit>/*.png (grayscale PNGs, upscaled by `scale`)."""
+def write_digits_folder(root, test_fraction=0.2, seed=0, scale=1, digits_kept=range(10), shuffle_labels=False):
+    """ROOT/train/<digit>/*.png and ROOT/test/<digit>/*.png (grayscale PNGs, upscaled by `scale`).
+
+    `digits_kept`: the classes written (the split of each image is the same whichever are kept).
+    `shuffle_labels`: each image goes to a random class folder (a data set nothing can learn).
+    """
     from sklearn.datasets import load_digits
 
     digits = load_digits()
     images = np.round(digits.images * (255.0 / 16.0)).astype("uint8")
     order = np.random.default_rng(seed).permutation(len(images))
+    targets = np.random.default_rng(seed + 1).permutation(digits.target) if shuffle_labels else digits.target
     cut = int(len(images) * test_fraction)
     for rank, index in enumerate(order):
+        if targets[index] not in digits_kept:
+            continue
         split = "test" if rank < cut else "train"
-        folder = os.path.join(root, split, str(digits.target[index]))
+        folder = os.path.join(root, split, str(targets[index]))
         os.makedirs(folder, exist_ok=True)
         image = np.kron(images[index], np.ones((scale, scale), "uint8"))[..., None]
         tf.io.write_file(os.path.join(folder, f"{index:04d}.png"), tf.io.encode_png(image))

@@ -15,12 +15,10 @@ from image_folders import write_digits_folder
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """NIN (with batch norm) trained on scikit-learn's digits, as `kerasnets train` leaves it."""
+    """NIN trained on scikit-learn's digits with the default recipe, as `kerasnets train` leaves it."""
     root = tmp_path_factory.mktemp("export")
     digits = write_digits_folder(str(root / "digits"))
-    training.train("nin", digits, image_size=16, epochs=8, optimizer="adam", lr=0.002, output=str(root / "run"),
-                   augmentation=data.Augmentation(min_area=0.7, flip=False), model_args={"batch_norm": True},
-                   verbose=0)
+    training.train("nin", digits, image_size=16, epochs=8, output=str(root / "run"), verbose=0)
     return {"model": str(root / "run" / "model.keras"), "digits": digits, "root": root}
 
 

@@ -1,0 +1,26 @@
+"""The GPU benchmark runs (smoke mode, on the CPU): what a session with a GPU will run, it can run."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+BENCHMARKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks")
+
+
+def test_gpu_benchmark_smoke_mode(tmp_path):
+    out = tmp_path / "gpu.json"
+    process = subprocess.run([sys.executable, os.path.join(BENCHMARKS, "gpu.py"), "--smoke", "--models", "resnet18", "nin",
+                              "--json", str(out)],
+                             capture_output=True, text=True, timeout=600)
+    assert process.returncode == 0, process.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["device"]
+    rows = report["rows"]
+    assert [(r["model"], r["measure"]) for r in rows] == [
+        ("resnet18", "train"), ("resnet18", "predict"), ("nin", "train"), ("nin", "predict")]
+    for row in rows:
+        assert row["float32"] > 0 and row["mixed_float16"] > 0
+        assert math.isclose(row["ratio"], row["mixed_float16"] / row["float32"])
+    assert "| resnet18 | 32 | 2 | train |" in process.stdout
