@@ -278,8 +278,8 @@ def run_artifact(path, fmt=None):
 def predict(artifact, images, top_k=5, precision="off"):
     """Top-k (label, score) per image file, from a .keras, a SavedModel directory or a .tflite.
 
-    `precision`: the compute precision of a .keras model ("bfloat16": about 1.7x as fast on CPUs with
-    AVX512_BF16; "auto": the hardware's best, see `kerasnets.precision`).
+    `precision`: the compute precision of a .keras model ("bfloat16": 1.5-2.1x as fast on CPUs with
+    AVX512_BF16, see benchmarks/BENCHMARKS.md; "auto": the hardware's best, see `kerasnets.precision`).
     """
     if not os.path.exists(artifact):
         raise FileNotFoundError(f"ARTIFACT {artifact!r}: no such file or directory")

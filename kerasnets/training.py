@@ -328,19 +328,44 @@ def _evenly_split(dataset, count, batch_size, replicas):
     return batches.prefetch(tf.data.AUTOTUNE)
 
 
-def prepare_output(output, resume, overwrite):
-    """Refuses to replace an earlier run unless told to (`resume` continues it)."""
+# What a resumed run must share with the run it continues (the recipe may change: a lower --lr after a divergence).
+RESUME_KEYS = ("model", "data", "image_size", "batch_size", "weights", "freeze_backbone", "fine_tune_from",
+               "model_args", "mixed_precision", "seed", "color_jitter")
+
+
+def check_output(output, resume, overwrite, settings):
+    """Refuses to replace an earlier run unless told to, and to resume one with other settings; writes nothing."""
     if resume and overwrite:
         raise ValueError("resume and overwrite exclude each other: pick one")
     existing = [n for n in ("run.json", "model.keras", "backup") if os.path.exists(os.path.join(output, n))]
     if existing and not (resume or overwrite):
         raise FileExistsError(f"--output {output!r} already holds a run ({', '.join(existing)}); pass --resume to "
                               "continue it or --overwrite to start over")
-    if existing and resume and not os.path.exists(os.path.join(output, "backup")) and "model.keras" in existing:
-        raise ValueError(f"--output {output!r}: that run finished (model.keras, no backup/); nothing to resume")
+    if resume and existing:
+        if "model.keras" in existing and "backup" not in existing:
+            raise ValueError(f"--output {output!r}: that run finished (model.keras, no backup/); nothing to resume")
+        try:
+            with open(os.path.join(output, "run.json")) as f:
+                earlier = json.load(f)
+        except (OSError, ValueError):
+            earlier = {}
+        changed = [f"{key} {earlier[key]!r} -> {settings[key]!r}" for key in RESUME_KEYS
+                   if key in earlier and earlier[key] != settings[key]]
+        if changed:
+            raise ValueError(f"--resume: the run in {output!r} was started with other settings ({'; '.join(changed)}); "
+                             "resume with the same ones, or start over with --overwrite")
+
+
+def start_output(output, overwrite, resume, class_names, settings):
+    """Creates the run directory with labels.txt and run.json (kept as it is on resume); True if it was new."""
+    created = not os.path.exists(output)
     if overwrite:
         shutil.rmtree(os.path.join(output, "backup"), ignore_errors=True)
     os.makedirs(output, exist_ok=True)
+    atomic_write(os.path.join(output, "labels.txt"), lambda f: f.write("\n".join(class_names) + "\n"))
+    if not (resume and os.path.exists(os.path.join(output, "run.json"))):
+        atomic_write(os.path.join(output, "run.json"), lambda f: json.dump(settings, f, indent=2))
+    return created
 
 
 def train(model, data, *, image_size=None, epochs=10, batch_size=32, weights=None, freeze_backbone=False,
@@ -395,7 +420,11 @@ def train(model, data, *, image_size=None, epochs=10, batch_size=32, weights=Non
         # Only the chief writes the run directory; the other workers write beside it, to be discarded.
         output = os.path.join(output, f"worker_{strategy.cluster_resolver.task_id}")
         overwrite = overwrite or not resume
-    prepare_output(output, resume, overwrite)
+    settings = dict(model=str(model), data=str(data), image_size=image_size, epochs=epochs, batch_size=batch_size,
+                    weights=None if weights is None else str(weights), freeze_backbone=freeze_backbone,
+                    fine_tune_from=fine_tune_from, recipe=dataclasses.asdict(recipe), color_jitter=color_jitter,
+                    mixed_precision=policy, seed=seed, model_args=dict(model_args or {}))
+    check_output(output, resume, overwrite, settings)
     keras.utils.set_random_seed(seed)
 
     if batch_size % strategy.num_replicas_in_sync:
@@ -411,13 +440,6 @@ def train(model, data, *, image_size=None, epochs=10, batch_size=32, weights=Non
     one_hot = lambda image, label: (image, tf.one_hot(label, classes))  # noqa: E731
     train_ds = found.train.map(one_hot)
     eval_ds = _evenly_split(found.eval.map(one_hot), found.eval_count, batch_size, strategy.num_replicas_in_sync)
-    atomic_write(os.path.join(output, "labels.txt"), lambda f: f.write("\n".join(found.class_names) + "\n"))
-    settings = dict(model=str(model), data=str(data), image_size=image_size, epochs=epochs, batch_size=batch_size,
-                    weights=None if weights is None else str(weights), freeze_backbone=freeze_backbone,
-                    fine_tune_from=fine_tune_from, recipe=dataclasses.asdict(recipe), color_jitter=color_jitter,
-                    mixed_precision=policy,
-                    seed=seed, model_args=model_args)
-    atomic_write(os.path.join(output, "run.json"), lambda f: json.dump(settings, f, indent=2))
     say(f"{recipe.describe()}; precision {policy}")
 
     previous_policy = keras.mixed_precision.global_policy()
@@ -429,6 +451,8 @@ def train(model, data, *, image_size=None, epochs=10, batch_size=32, weights=Non
             frozen = freeze(net, freeze_backbone, fine_tune_from)
             net.compile(optimizer=recipes.make_optimizer(recipe, steps_per_epoch, epochs),
                         **_loss_and_metrics(classes, recipe.label_smoothing))
+        # Everything is checked and built: only now does the run directory appear.
+        created = start_output(output, overwrite, resume, found.class_names, settings)
         trainable = sum(int(np.prod(v.shape)) for v in net.trainable_weights)
         say(f"model built: {net.name}, {net.count_params():,} parameters ({trainable:,} trainable, "
             f"{len(frozen)} layers frozen), input {image_size}x{image_size}, policy {policy}, "
@@ -444,15 +468,20 @@ def train(model, data, *, image_size=None, epochs=10, batch_size=32, weights=Non
             keras.callbacks.TensorBoard(os.path.join(output, "logs")),
             keras.callbacks.BackupAndRestore(os.path.join(output, "backup")),
         ]
-        if multi_worker:
-            from kerasnets import distributed
+        try:
+            if multi_worker:
+                from kerasnets import distributed
 
-            history = distributed.fit(net, strategy, train_ds, epochs, eval_ds, callbacks, verbose,
-                                      found.train_count, found.eval_count, batch_size)
-        else:
-            # (The data set is shuffled by its pipeline; Keras' own shuffle applies to arrays only.)
-            history = net.fit(train_ds, epochs=epochs, validation_data=eval_ds, callbacks=callbacks, verbose=verbose,
-                              shuffle=False)
+                history = distributed.fit(net, strategy, train_ds, epochs, eval_ds, callbacks, verbose,
+                                          found.train_count, found.eval_count, batch_size)
+            else:
+                # (The data set is shuffled by its pipeline; Keras' own shuffle applies to arrays only.)
+                history = net.fit(train_ds, epochs=epochs, validation_data=eval_ds, callbacks=callbacks,
+                                  verbose=verbose, shuffle=False)
+        except BaseException:
+            if created and not history_file.rows:  # a new run that failed before its first epoch leaves nothing
+                shutil.rmtree(output, ignore_errors=True)
+            raise
         recomputed = recompute_batch_norm_statistics(net, found.train)
         if recomputed:
             say(f"batch-norm statistics recomputed over {recomputed} training batches of the final weights")

@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 
 import kerasnets
-from kerasnets import cli, data, precision, recipes, training
+from kerasnets import cli, data, export, precision, recipes, training
 from image_folders import write_digits_folder
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -197,6 +197,8 @@ def test_bfloat16_inference_agrees_with_float32(readme_runs, digits, capsys):
     assert cli.main(["predict", path, image, "--top-k", "1"]) == 0
     bf16_line, f32_line = capsys.readouterr().out.strip().splitlines()[-2:]
     assert bf16_line.split()[1] == f32_line.split()[1]  # same label
+    with pytest.raises(ValueError, match="--precision 'bfloat16' applies to .keras models"):
+        export.predict(digits, [image], precision="bfloat16")  # an exported artifact runs as it was exported
 
 
 def test_fine_tuning_on_new_classes_learns_with_the_defaults(tmp_path):
@@ -280,6 +282,14 @@ def test_resume_after_sigkill(digits, tmp_path):
     assert not os.path.exists(os.path.join(output, "model.keras"))
     rows_before = training.read_history(os.path.join(output, "history.csv"))
     assert len(rows_before) >= 1
+
+    # Resumed with another image size: refused, naming it, and run.json is left as it was.
+    run_json = open(os.path.join(output, "run.json")).read()
+    refused = _run(args[:args.index("--image-size")] + ["--image-size", "16"] + args[args.index("--image-size") + 2:]
+                   + ["--resume"])
+    out = refused.communicate(timeout=600)[0]
+    assert refused.returncode == 2 and "image_size 8 -> 16" in out, out[-2000:]
+    assert open(os.path.join(output, "run.json")).read() == run_json
 
     # Resumed with a learning rate that diverges: stopped at once, one line, the last good backup kept.
     diverged = _run(args + ["--resume", "--lr", "1e30"])
@@ -479,3 +489,21 @@ def test_nin_starts_with_live_class_maps():
     images = np.random.default_rng(0).uniform(0, 1, (8, 32, 32, 3)).astype("float32")
     maps = keras.Model(model.inputs, model.get_layer("mlpconv3").output)(images)
     assert float(np.mean(maps.numpy() > 0)) > 0.9  # every class map starts active
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--model-arg", "batch_norm=maybe"], "batch_norm must be True or False"),
+    (["--weights", "TEXT"], "is not a readable HDF5 weights file"),
+    (["--fine-tune-from", "Mixed_6e"], "is not an endpoint of NIN"),
+    (["--lr", "1e30"], "the training loss became nan"),  # diverges in the first epoch
+])
+def test_a_run_that_fails_before_its_first_epoch_leaves_nothing(extra, message, digits, tmp_path, capsys):
+    text = tmp_path / "notes.txt"
+    text.write_text("not weights")
+    output = tmp_path / "out"
+    argv = ["train", "nin", "--data", digits, "--image-size", "8", "--epochs", "1", "--output", str(output),
+            "--verbose", "0"] + [str(text) if a == "TEXT" else a for a in extra]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err, err
+    assert not output.exists()  # the corrected command can use the same --output
