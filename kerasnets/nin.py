@@ -20,8 +20,8 @@ and a map that is negative everywhere gets no gradient back. With Keras'
 default (Glorot-uniform kernels, zero biases) NIN's class maps all died within
 the first epoch on scikit-learn's digits and it stayed at chance (loss ln 10),
 even without augmentation; Glorot's variance also halves the signal through
-each of the nine ReLU layers. So, as the authors' released models did with
-hand-tuned Gaussians: kernels are He-normal (He et al. 2015, variance 2/fan-in,
+each of the nine ReLU layers. The authors' released models started from
+hand-tuned Gaussians; here the scales follow a rule instead: kernels are He-normal (He et al. 2015, variance 2/fan-in,
 which keeps the signal's scale through ReLUs), and the class-map layer starts
 with small weights (std 0.01, the released ImageNet model's) and a bias of 1,
 so every map starts in the ReLU's active range (Krizhevsky et al. 2012 gave

@@ -62,8 +62,8 @@ def with_precision(model, mode="bfloat16"):
     """A copy of `model` that computes in `mode` ("bfloat16", "float16", "off" or "auto"), same weights.
 
     For inference: a float32 model (e.g. a training run's `model.keras`) runs
-    1.5-2.1x as fast under bfloat16 on a CPU with AVX512_BF16 (measured for
-    resnet50, xception, inception_v3 at batch 16; benchmarks/BENCHMARKS.md). The output
+    1.5-2.1x as fast under bfloat16 on a CPU with AVX512_BF16 (resnet50,
+    xception, inception_v3 at batch 16; benchmarks/BENCHMARKS.md). The output
     layers compute in float32, so outputs stay float32. The copy holds its own
     variables (float32), equal to the original's.
     """

@@ -7,8 +7,9 @@ A run resolves its recipe once (`resolve`), prints it and writes it to
 * `scratch`: AdamW (Loshchilov & Hutter 2019), a linear warm-up then cosine
   decay to zero (Goyal et al. 2017; Loshchilov & Hutter 2017), decoupled
   weight decay 0.05 and label smoothing 0.1 (Szegedy et al. 2016), as in
-  timm's and DeiT's recipes. Adaptive steps let every registered network
-  learn within a few epochs, batch norm or not (NIN as published has none).
+  timm's and DeiT's recipes. Adaptive steps suit networks with and without
+  batch norm alike: in 8 epochs on scikit-learn's digits, NIN as published
+  (none) reaches 0.94-0.96 test accuracy and resnet18 0.98-0.99.
   Augmentation is mild: random crops of at least half the image and no
   flips, because flips change the label of digits, text and signs (on
   scikit-learn's digits, flips cost NIN 11 points of accuracy: 0.86 against
@@ -23,14 +24,14 @@ A run resolves its recipe once (`resolve`), prints it and writes it to
   0.01 times 0.94 every 2 epochs, weight decay 4e-5) with Inception's
   augmentation (crops of 8-100 % of the image, flips). It needs hundreds of
   epochs' worth of steps; on a small data set it stays at chance.
-
 * `train-head`: for a frozen backbone (`--freeze-backbone`): only the new
   classifier learns, from random weights, so at the scratch learning rate,
   without warm-up. (Three epochs on digits 5-9 over a backbone trained on
   0-4: 0.35 test accuracy at 5e-4, 0.55 at 2e-3.)
 
 `auto` picks `train-head` for a frozen backbone, `fine-tune` for any other
-run that starts from trained weights and `scratch` otherwise. Any field can be overridden (`--optimizer`, `--lr`, ...).
+run that starts from trained weights and `scratch` otherwise. Any field can
+be overridden (`--optimizer`, `--lr`, ...).
 """
 
 import dataclasses
@@ -39,7 +40,6 @@ import math
 import keras
 
 OPTIMIZERS = ("adamw", "adam", "rmsprop", "sgd")
-SCHEDULES = ("cosine", "step")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,8 +80,8 @@ RECIPES = {
 CHOICES = ("auto", *RECIPES)
 
 
-def resolve(name="auto", *, fine_tuning=False, frozen_backbone=False, epochs, optimizer=None, lr=None, weight_decay=None,
-            label_smoothing=None, warmup_epochs=None, min_crop_area=None, flip=None):
+def resolve(name="auto", *, fine_tuning=False, frozen_backbone=False, epochs, optimizer=None, lr=None,
+            weight_decay=None, label_smoothing=None, warmup_epochs=None, min_crop_area=None, flip=None):
     """The recipe `name` (`auto`: by `fine_tuning` and `frozen_backbone`), with fields overridden and checked."""
     if name not in CHOICES:
         raise ValueError(f"recipe must be one of {list(CHOICES)}, got recipe={name!r}")
