@@ -3,7 +3,9 @@
 Exported models take raw RGB pixels, as a camera gives them: float32 in
 [0, 255] (uint8 in and out for full-integer int8); the model's own
 normalisation is inside. Beside each artifact go `labels.txt` and a JSON
-card (source, input, quantization, verification figures). An export counts
+card (source, input, labels, quantization, verification figures); neither is
+replaced without `overwrite`, and `predict` reads an artifact's labels from
+its own card. An export counts
 only once the artifact has been run -- `tf.saved_model.load` or LiteRT's
 interpreter -- on a sample batch and agrees with the Keras model: max
 absolute difference of the probabilities for float formats, top-1
@@ -43,11 +45,9 @@ def load_model(model, weights=None, model_args=None):
     if model.endswith(".keras"):
         if not os.path.exists(model):
             raise FileNotFoundError(f"MODEL {model!r}: no such .keras file")
-        labels_path = os.path.join(os.path.dirname(model), "labels.txt")
-        labels = open(labels_path).read().split("\n") if os.path.exists(labels_path) else None
         name = os.path.basename(os.path.dirname(os.path.abspath(model))) if os.path.basename(model) == "model.keras" \
             else os.path.basename(model).removesuffix(".keras")
-        return keras.saving.load_model(model), name, [l for l in labels if l] if labels else None
+        return keras.saving.load_model(model), name, artifact_labels(model)
     config = registry.get_config(model)
     size = config.default_size
     inputs = keras.Input((size, size, 3), name="image")
@@ -191,9 +191,15 @@ def export(model, format="saved_model", quantize="none", data=None, weights=None
         raise ValueError(f"MODEL {name!r} has no kerasnets Preprocess layer, so it does not take raw pixels; "
                          "export a model trained by kerasnets or a registry name")
     output = output or default_output(name, format, quantize)
-    if os.path.exists(output) and not overwrite:
-        raise FileExistsError(f"--output {output!r} exists; pass --overwrite to replace it")
     labels = labels or [str(i) for i in range(net.output_shape[-1])]
+    labels_path = os.path.join(os.path.dirname(os.path.abspath(output)), "labels.txt")
+    if not overwrite:  # the card and labels.txt are part of the artifact: none of them is replaced silently
+        for path in (output, card_path(output)):
+            if os.path.exists(path):
+                raise FileExistsError(f"--output {output!r}: {path!r} exists; pass --overwrite to replace it")
+        if os.path.exists(labels_path) and _read_labels(labels_path) != labels:
+            raise FileExistsError(f"--output {output!r}: {labels_path!r} holds other labels; export into another "
+                                  "folder or pass --overwrite to replace it")
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     tmp = f"{output}.tmp-{os.getpid()}"
     staging = f"{output}.staging-{os.getpid()}"
@@ -211,7 +217,7 @@ def export(model, format="saved_model", quantize="none", data=None, weights=None
                 "format": format, "quantization": quantize, "input": {
                     "shape": [None, *net.input_shape[1:]],
                     "dtype": "uint8" if quantize == "int8" else "float32", "range": [0, 255], "color": "RGB"},
-                "classes": len(labels), "kerasnets": __version__,
+                "classes": len(labels), "labels": labels, "kerasnets": __version__,
                 "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
         if verify:
             images, _ = sample_images(net, data)
@@ -233,11 +239,30 @@ def export(model, format="saved_model", quantize="none", data=None, weights=None
             elif os.path.exists(leftover):
                 os.remove(leftover)
     card["size_bytes"] = artifact_size(output)
-    folder = os.path.dirname(os.path.abspath(output))
-    atomic_write(os.path.join(folder, "labels.txt"), lambda f: f.write("\n".join(labels) + "\n"))
+    atomic_write(labels_path, lambda f: f.write("\n".join(labels) + "\n"))
     atomic_write(card_path(output), lambda f: json.dump(card, f, indent=2))
     say(f"wrote {output} ({card['size_bytes'] / 1e6:.2f} MB), labels.txt and {os.path.basename(card_path(output))}")
     return output, card
+
+
+def _read_labels(path):
+    with open(path) as f:
+        return [line for line in f.read().split("\n") if line]
+
+
+def artifact_labels(artifact):
+    """The class names of an artifact: its own card's, else the labels.txt beside it (a training run's), else None."""
+    card = card_path(artifact)
+    if os.path.exists(card):
+        with open(card) as f:
+            labels = json.load(f).get("labels")
+        if labels:
+            return labels
+    for folder in (os.path.dirname(os.path.abspath(artifact.rstrip(os.sep))), artifact):
+        path = os.path.join(folder, "labels.txt")
+        if os.path.isfile(path):
+            return _read_labels(path)
+    return None
 
 
 def card_path(output):
@@ -296,10 +321,7 @@ def predict(artifact, images, top_k=5, precision="off"):
         except (tf.errors.OpError, ValueError) as e:
             raise ValueError(f"IMAGE {path!r} is not a readable image ({type(e).__name__})") from None
     probabilities = run(np.stack(batch))
-    labels_path = os.path.join(os.path.dirname(os.path.abspath(artifact.rstrip(os.sep))), "labels.txt")
-    if os.path.isdir(artifact) and not os.path.exists(labels_path):
-        labels_path = os.path.join(artifact, "labels.txt")
-    labels = [l for l in open(labels_path).read().split("\n") if l] if os.path.exists(labels_path) else None
+    labels = artifact_labels(artifact)
     results = []
     for row in probabilities:
         top = np.argsort(row)[::-1][:top_k]

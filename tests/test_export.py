@@ -114,6 +114,25 @@ def test_refuses_to_overwrite(trained, tmp_path, capsys):
     assert cli.main(argv + ["--overwrite"]) == 0
 
 
+def test_an_export_never_replaces_other_labels_and_predict_reads_its_own(trained, tmp_path, capsys):
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    (folder / "labels.txt").write_text("cat\ndog\n")  # another model's labels, already in the folder
+    output = str(folder / "nin.tflite")
+    argv = ["export", trained["model"], "--format", "tflite", "--output", output, "--no-verify"]
+    assert cli.main(argv) == 2
+    assert "holds other labels" in capsys.readouterr().err
+    assert (folder / "labels.txt").read_text() == "cat\ndog\n" and not os.path.exists(output)
+    # Into a folder of its own: the card carries the labels, and predict reads them there, not from labels.txt.
+    output = str(tmp_path / "own" / "nin.tflite")
+    assert cli.main(["export", trained["model"], "--format", "tflite", "--output", output, "--no-verify"]) == 0
+    assert json.load(open(export.card_path(output)))["labels"] == [str(i) for i in range(10)]
+    (tmp_path / "own" / "labels.txt").write_text("\n".join(f"wrong{i}" for i in range(10)))
+    image = os.path.join(trained["digits"], "test", "7", sorted(os.listdir(os.path.join(trained["digits"], "test", "7")))[0])
+    top = export.predict(output, [image], top_k=3)[0]
+    assert all(label in [str(i) for i in range(10)] for label, _ in top)
+
+
 @pytest.mark.parametrize("argv, message", [
     (["export", "/no/such/model.keras"], "no such .keras file"),
     (["export", "MODEL", "--format", "onnx"], "invalid choice: 'onnx'"),
