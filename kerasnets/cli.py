@@ -8,6 +8,14 @@ import sys
 def _build(args):
     from kerasnets import registry
 
+    if args.model.endswith(".keras"):  # e.g. a training run's model.keras
+        if args.input_size is not None:
+            raise ValueError(f"--input-size applies to registry names; MODEL {args.model!r} has its own input size")
+        if not os.path.exists(args.model):
+            raise FileNotFoundError(f"MODEL {args.model!r}: no such .keras file")
+        import keras
+
+        return keras.saving.load_model(args.model, compile=False)
     config = registry.get_config(args.model)
     kwargs = {"weights": None}
     if args.input_size is not None:
@@ -107,7 +115,7 @@ def make_parser():
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     summary = sub.add_parser("summary", help="per-endpoint output shape, parameters, MACs and receptive field")
-    summary.add_argument("model", help="registry name, e.g. inception_v3 (see `kerasnets list`)")
+    summary.add_argument("model", help="registry name, e.g. inception_v3 (see `kerasnets list`), or a .keras file")
     summary.add_argument("--input-size", type=_positive_int, default=None, help="square input size (default: the model's)")
     summary.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
     summary.add_argument("--plot", metavar="FILE.png", help="draw the model (keras.utils.plot_model)")

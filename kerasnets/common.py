@@ -101,6 +101,9 @@ def resolve_input_shape(input_shape, input_tensor, config):
             f"input_shape must have 3 entries (height, width, channels), channels last; got input_shape={input_shape!r}"
         )
     height, width, channels = shape
+    if height in (1, 3, 4) and channels not in (None, 1, 3, 4):
+        raise ValueError(f"input_shape={input_shape!r} looks channels-first; kerasnets models are channels-last: "
+                         f"use input_shape={(width, channels, height)!r}")
     if channels is None or channels < 1:
         raise ValueError(f"input_shape needs a known positive channel count, got input_shape={input_shape!r}")
     for dim in (height, width):

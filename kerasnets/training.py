@@ -504,6 +504,7 @@ def train(model, data, *, image_size=None, epochs=10, batch_size=32, weights=Non
                "examples_per_second": epoch_line.images / epoch_line.seconds if epoch_line.seconds else None,
                "images_skipped": len(found.skipped), "train_images": found.train_count,
                "eval_images": found.eval_count, "eval_split": found.eval_name,
+               "eval_central_crop": data_lib.CENTRAL_FRACTION,
                "batch_norm_statistics_batches": recomputed, "warnings": learning_check.warnings}
     atomic_write(os.path.join(output, "metrics.json"), lambda f: json.dump(metrics, f, indent=2))
     tmp_model = os.path.join(output, f".model-{os.getpid()}.keras")

@@ -90,7 +90,17 @@ def resolve(weights, config, include_top):
         import keras
 
         entry = config.weights_file("imagenet", include_top)
-        path = keras.utils.get_file(entry.filename, entry.url, cache_subdir="models", file_hash=entry.md5)
+        # Keras' own cache (KERAS_HOME, else ~/.keras), named so a failed download can say where the file goes.
+        cache = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+        try:
+            path = keras.utils.get_file(entry.filename, entry.url, cache_subdir="models", file_hash=entry.md5,
+                                        cache_dir=cache)
+        except ValueError:  # a corrupted download (MD5 mismatch): Keras' message says so
+            raise
+        except Exception as e:  # Keras raises a bare Exception for network failures
+            raise ConnectionError(
+                f"weights='imagenet': could not download {entry.url} ({e}). Offline, put the file (MD5 {entry.md5}) "
+                f"at {os.path.join(cache, 'models', entry.filename)} and run again") from None
         return Source("keras_applications_h5", path)
     path = os.fspath(weights)
     if os.path.isdir(path):

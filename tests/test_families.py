@@ -1,5 +1,7 @@
 """Xception, ResNet v1/v2 and NIN against keras.applications and published tables."""
 
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
@@ -165,6 +167,8 @@ def test_registry_lists_every_builder():
     ("nin", dict(variant="mnist"), ValueError, "variant must be one of"),
     ("nin", dict(weights="imagenet"), ValueError, "no published NIN weights"),
     ("nin", dict(input_shape=(32, 32)), ValueError, "3 entries"),
+    ("resnet18", dict(input_shape=(3, 32, 32)), ValueError, r"looks channels-first.*use input_shape=\(32, 32, 3\)"),
+    ("nin", dict(input_shape=(1, 28, 28)), ValueError, r"channels-last: use input_shape=\(28, 28, 1\)"),
     ("nin", dict(dropout_rate=1.5), ValueError, "dropout_rate"),
 ])
 def test_errors(name, kwargs, error, pattern):
@@ -202,3 +206,24 @@ def test_published_weights_are_keras_applications_files():
 
     assert kerasnets.get_config("xception").weights_file("imagenet", True).url == keras_xception.WEIGHTS_PATH
     assert kerasnets.get_config("xception").weights_file("imagenet", False).url == keras_xception.WEIGHTS_PATH_NO_TOP
+
+
+def test_a_failed_download_is_one_clear_error(monkeypatch, tmp_path, capsys):
+    """weights="imagenet" with no network: an error naming the URL and where to put the file, in Python and CLI."""
+    from kerasnets import cli, registry
+
+    config = registry.get_config("resnet50")
+    unreachable = tuple(registry.WeightsFile(f"http://weights.invalid/{name}.h5", "0" * 32, include_top=top)
+                        for name, top in (("resnet50", True), ("resnet50_notop", False)))
+    monkeypatch.setitem(registry._REGISTRY, "resnet50",
+                        dataclasses.replace(config, weights={"imagenet": unreachable}))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    with pytest.raises(ConnectionError, match=r"could not download http://weights\.invalid/resnet50_notop\.h5"):
+        kerasnets.resnet50(weights="imagenet", include_top=False)
+    output = tmp_path / "export"
+    assert cli.main(["export", "resnet50", "--weights", "imagenet", "--output", str(output)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("kerasnets: error: weights='imagenet': could not download http://weights.invalid/")
+    assert "\n" not in err and "0" * 32 in err
+    assert str(tmp_path / "keras_home" / "models" / "resnet50.h5") in err
+    assert not output.exists()

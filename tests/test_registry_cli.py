@@ -53,6 +53,19 @@ def test_cli_summary_json(capsys):
     assert rows[-1]["endpoint"] == "total" and rows[-1]["params"] == 23_851_784
 
 
+def test_cli_summary_of_a_keras_file(tmp_path, capsys):
+    path = str(tmp_path / "nin.keras")
+    kerasnets.nin(input_shape=(32, 32, 3)).save(path)
+    assert cli.main(["summary", path, "--json"]) == 0
+    from_file = json.loads(capsys.readouterr().out)
+    assert cli.main(["summary", "nin", "--input-size", "32", "--json"]) == 0
+    assert from_file == json.loads(capsys.readouterr().out)
+    assert cli.main(["summary", path, "--input-size", "64"]) == 2
+    assert "has its own input size" in capsys.readouterr().err
+    assert cli.main(["summary", str(tmp_path / "missing.keras")]) == 2
+    assert "no such .keras file" in capsys.readouterr().err
+
+
 def test_cli_list(capsys):
     assert cli.main(["list"]) == 0
     assert "inception_v3" in capsys.readouterr().out

@@ -138,6 +138,7 @@ def test_a_training_run_leaves_what_it_promises(readme_runs, digits, capsys):
     metrics = json.load(open(os.path.join(output, "metrics.json")))
     assert metrics["epochs"] == 8 and metrics["images_skipped"] == 0 and "top5_accuracy" in metrics
     assert metrics["train_images"] == 1438 and metrics["eval_images"] == 359
+    assert metrics["eval_central_crop"] == data.CENTRAL_FRACTION == 0.875
     assert open(os.path.join(output, "labels.txt")).read().split() == [str(i) for i in range(10)]
     rows = training.read_history(os.path.join(output, "history.csv"))
     assert [int(r["epoch"]) for r in rows] == list(range(8))
