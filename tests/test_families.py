@@ -227,3 +227,20 @@ def test_a_failed_download_is_one_clear_error(monkeypatch, tmp_path, capsys):
     assert "\n" not in err and "0" * 32 in err
     assert str(tmp_path / "keras_home" / "models" / "resnet50.h5") in err
     assert not output.exists()
+
+
+def test_a_keras_file_that_does_not_fit_is_refused_by_name(tmp_path):
+    """weights=<.keras> loads by layer name; a file without a layer, or with other variables, says which."""
+    nin_bn = str(tmp_path / "nin_bn.keras")
+    kerasnets.nin(batch_norm=True, input_shape=(32, 32, 3)).save(nin_bn)
+    with pytest.raises(ValueError, match=r"the file has no layer 'conv1.Conv2D' \(40 of 41 weighted layers missing\)"):
+        kerasnets.resnet18(weights=nin_bn, input_shape=(32, 32, 3))
+    with pytest.raises(ValueError, match=r"layer 'mlpconv1.conv' has 2 variables, the file has 1"):
+        kerasnets.nin(input_shape=(32, 32, 3), weights=nin_bn)
+    import zipfile
+
+    junk = str(tmp_path / "junk.keras")
+    with zipfile.ZipFile(junk, "w") as archive:
+        archive.writestr("notes.txt", "not a model")
+    with pytest.raises(ValueError, match="is not a loadable .keras model"):
+        kerasnets.nin(input_shape=(32, 32, 3), weights=junk)
