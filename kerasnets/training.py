@@ -185,9 +185,10 @@ class LearningCheck(keras.callbacks.Callback):
     likely causes (kept in `warnings` for metrics.json). The second epoch and
     its last steps, because slow starters are learning too: NIN on the digits
     ends its first epoch after the warm-up at 0.97 x ln(10) and the next at
-    0.7 x ln(10). A NaN or infinite loss raises TrainingDiverged at once. (Keras'
-    TerminateOnNaN only stops at the epoch's end, where BackupAndRestore would
-    first save the NaN weights; raising here leaves the last good backup.)
+    0.7 x ln(10). A NaN or infinite loss raises TrainingDiverged at once, and so do NaN or
+    infinite weights at an epoch's end. (Keras' TerminateOnNaN only stops at
+    the epoch's end, after BackupAndRestore has saved the NaN weights; this
+    callback comes first, so the last good backup stays.)
     """
 
     MARGIN = 0.95  # the loss must be below this fraction of ln(classes)
@@ -202,13 +203,16 @@ class LearningCheck(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch, self._running_means = epoch, []
 
+    def _diverged(self, what):
+        kept = (f"the last good state (end of an earlier epoch) is kept in {self.backup_dir}" if
+                os.path.exists(self.backup_dir) else "no epoch had completed, so there is no backup")
+        return TrainingDiverged(f"training diverged: {what}; {kept}. Lower the learning rate (--lr) or use the "
+                                "default recipe")
+
     def on_train_batch_end(self, batch, logs=None):
         loss = float((logs or {}).get("loss", 0.0))  # Keras logs the epoch's running mean
         if not math.isfinite(loss):
-            kept = (f"the last good state (end of an earlier epoch) is kept in {self.backup_dir}" if
-                    os.path.exists(self.backup_dir) else "no epoch had completed, so there is no backup")
-            raise TrainingDiverged(f"the training loss became {loss} at epoch {self._epoch + 1}, step {batch + 1}; "
-                                   f"{kept}. Lower the learning rate (--lr) or use the default recipe")
+            raise self._diverged(f"the training loss became {loss} at epoch {self._epoch + 1}, step {batch + 1}")
         if self._epoch == self.check_epoch:
             self._running_means.append(loss)
 
@@ -220,6 +224,14 @@ class LearningCheck(keras.callbacks.Callback):
         return sum(tail) / len(tail)
 
     def on_epoch_end(self, epoch, logs=None):
+        # NaN weights need not show in the loss: a ReLU (oneDNN's, on some CPUs) turns NaN into 0, and a
+        # network of NaN weights then reads exactly ln(classes). Checked before the backup is written.
+        for variable in self.model.weights:
+            values = np.asarray(variable.numpy())
+            if not np.isfinite(values).all():
+                kind = "NaN" if np.isnan(values).any() else "infinite"
+                raise self._diverged(f"the weights became {kind} in epoch {epoch + 1} ({variable.path}) while the "
+                                     f"training loss read {float((logs or {}).get('loss', math.nan)):.4g}")
         if epoch != self.check_epoch or not self._running_means:
             return
         loss = self.recent_loss()

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import math
 import os
 import shlex
 import signal
@@ -297,7 +298,7 @@ def test_resume_after_sigkill(digits, tmp_path):
     out = diverged.communicate(timeout=600)[0]
     assert diverged.returncode == 2, out[-2000:]
     error = [line for line in out.splitlines() if line.startswith("kerasnets: error:")]
-    assert len(error) == 1 and "training loss became" in error[0] and "is kept in" in error[0], out[-2000:]
+    assert len(error) == 1 and "training diverged: the" in error[0] and "is kept in" in error[0], out[-2000:]
     assert os.path.exists(backup) and not os.path.exists(os.path.join(output, "model.keras"))
     assert training.read_history(os.path.join(output, "history.csv")) == rows_before
 
@@ -492,11 +493,30 @@ def test_nin_starts_with_live_class_maps():
     assert float(np.mean(maps.numpy() > 0)) > 0.9  # every class map starts active
 
 
+def test_learning_check_stops_on_nan_loss_and_on_nan_weights_that_the_loss_hides(tmp_path):
+    """A ReLU may map NaN to 0, so a network of NaN weights can report a finite loss of ln(classes)."""
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="scores")])
+    check = training.LearningCheck(3, check_epoch=1, backup_dir=str(tmp_path / "backup"))
+    check.set_model(model)
+    check.on_epoch_begin(0)
+    check.on_train_batch_end(0, {"loss": 1.0})
+    check.on_epoch_end(0, {"loss": 1.0})  # finite loss, finite weights: nothing to say
+    with pytest.raises(training.TrainingDiverged, match="loss became nan at epoch 1, step 2; no epoch had"):
+        check.on_train_batch_end(1, {"loss": float("nan")})
+    kernel = model.get_layer("scores").kernel
+    kernel.assign(np.where(np.eye(4, 3) > 0, np.inf, 0.0).astype("float32"))
+    (tmp_path / "backup").mkdir()
+    with pytest.raises(training.TrainingDiverged,
+                       match=r"weights became infinite in epoch 2 \(sequential/scores/kernel\) while the training loss read "
+                             r"1.099; the last good state .* is kept in"):
+        check.on_epoch_end(1, {"loss": math.log(3)})
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--model-arg", "batch_norm=maybe"], "batch_norm must be True or False"),
     (["--weights", "TEXT"], "is not a readable HDF5 weights file"),
     (["--fine-tune-from", "Mixed_6e"], "is not an endpoint of NIN"),
-    (["--lr", "1e30"], "the training loss became nan"),  # diverges in the first epoch
+    (["--lr", "1e30"], "training diverged: the "),  # diverges in the first epoch
 ])
 def test_a_run_that_fails_before_its_first_epoch_leaves_nothing(extra, message, digits, tmp_path, capsys):
     text = tmp_path / "notes.txt"
