@@ -12,6 +12,9 @@ setup(
         "tensorflow>=2.16",
         "keras>=3.0",
         "tensorflow-datasets",
+        # tensorflow-datasets 4.9 imports importlib_resources on every download (DatasetBuilder.code_path)
+        # but declares it only for Python < 3.9; without it `--data tfds:NAME` fails on a fresh install.
+        "importlib_resources",
         "h5py",
         "numpy",
         "tensorboard",  # TensorFlow 2.21 no longer pulls it in; training writes TensorBoard logs

@@ -86,6 +86,31 @@ def test_tfds_source_with_mock_data():
     assert found.train_count == 12 and found.eval_name == "test"
 
 
+def test_tfds_real_import_path_offline(tmp_path):
+    """tfds as a user meets it: tfds' registered `mnist` builder, prepared offline, trained on by the CLI.
+
+    Also the call a fresh download makes before touching the network (a builder's checksums), which
+    failed on a fresh install with "No module named 'importlib_resources'".
+    """
+    from image_folders import prepare_digits_as_tfds_mnist
+
+    data_dir = prepare_digits_as_tfds_mnist(tmp_path / "tensorflow_datasets")
+    output = str(tmp_path / "run")
+    env = {"TFDS_DATA_DIR": data_dir}
+    check = _run(["-c", "import tensorflow_datasets as tfds; print(len(tfds.builder('imagenette').url_infos))"],
+                 env={**os.environ, **env})
+    out = check.communicate(timeout=300)[0]
+    assert check.returncode == 0 and int(out.split()[-1]) > 0, out[-2000:]  # its download URLs
+    process = _run(["-m", "kerasnets", "train", "nin", "--data", "tfds:mnist", "--image-size", "8", "--epochs", "1",
+                    "--output", output, "--verbose", "0"], env={**os.environ, **env})
+    out = process.communicate(timeout=600)[0]
+    assert process.returncode == 0, out[-2000:]
+    assert "data found: 1438 training images in 10 classes, 359 for evaluation (test)" in out
+    metrics = json.load(open(os.path.join(output, "metrics.json")))
+    assert metrics["eval_images"] == 359 and metrics["eval_split"] == "test"
+    assert open(os.path.join(output, "labels.txt")).read().split() == [str(i) for i in range(10)]
+
+
 README = os.path.join(TESTS, "..", "README.md")
 
 
@@ -263,8 +288,9 @@ def test_transfer_learning_freezes_what_it_says(tmp_path):
         training.freeze(model, fine_tune_from="Mixed_6e")
 
 
-def _run(args, **kwargs):
-    env = {**os.environ, "PYTHONPATH": TESTS + os.pathsep + os.environ.get("PYTHONPATH", "")}
+def _run(args, env=None, **kwargs):
+    env = env or os.environ
+    env = {**env, "PYTHONPATH": TESTS + os.pathsep + env.get("PYTHONPATH", "")}
     return subprocess.Popen([sys.executable, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, **kwargs)
 
