@@ -20,6 +20,9 @@ setup(
         "tensorboard",  # TensorFlow 2.21 no longer pulls it in; training writes TensorBoard logs
         "matplotlib",  # training_curves.png
         "ai-edge-litert",  # LiteRT's interpreter, which runs exported .tflite files to verify them
+        # MediaPipe: its TFLite metadata schema (generated Python) writes the metadata phone apps read, and its
+        # Tasks ImageClassifier opens every .tflite export to verify it as an app would.
+        "mediapipe",
     ],
     extras_require={
         # scikit-learn: its bundled digits are the real images the learning tests train on;

@@ -2,7 +2,8 @@
 
 For each model: export float32, float16, dynamic-range and int8 TFLite files
 (int8 calibrated on a synthetic image folder), then time single-image
-inference with LiteRT (2 threads) and Keras `predict` on the same image.
+inference with LiteRT (2 threads), with MediaPipe Tasks' ImageClassifier (as a
+phone app runs the file, reading its metadata) and Keras `predict` on the same image.
 
     python benchmarks/tflite.py --models inception_v3 xception resnet50 nin
 """
@@ -52,7 +53,8 @@ def main():
     args = parser.parse_args()
     print(f"{os.cpu_count()} CPUs; LiteRT with 2 threads, batch 1; Keras predict batch 1")
     print("Models have random weights: top-1 agreement with Keras on 48 synthetic images is indicative only.")
-    print(f"{'model':<14} {'format':<10} {'size MB':>8} {'x f32':>6} {'ms':>8} {'x f32':>6} {'top-1 agree':>11}")
+    print(f"{'model':<14} {'format':<10} {'size MB':>8} {'x f32':>6} {'ms':>8} {'x f32':>6} {'top-1 agree':>11} "
+          f"{'MediaPipe ms':>12} {'x LiteRT':>8}")
     for name in args.models:
         size = registry.get_config(name).default_size
         with tempfile.TemporaryDirectory() as tmp:
@@ -76,11 +78,13 @@ def main():
                 images = export.sample_images(model, folder)[0]
                 figures, _ = export.compare(model.predict(images, verbose=0), runner(images), "tflite", quantize)
                 ms = median_ms(lambda: runner(image), args.repeats)
+                with export.MediaPipeClassifier(path) as classifier:
+                    mediapipe_ms = median_ms(lambda: classifier(image), args.repeats)
                 mb = card["size_bytes"] / 1e6
                 base_size, base_ms = (mb, ms) if quantize == "none" else (base_size, base_ms)
                 label = "float32" if quantize == "none" else quantize
                 print(f"{name:<14} {label:<10} {mb:>8.2f} {mb / base_size:>6.2f} {ms:>8.1f} {ms / base_ms:>6.2f} "
-                      f"{figures['top1_agreement']:>11.3f}", flush=True)
+                      f"{figures['top1_agreement']:>11.3f} {mediapipe_ms:>12.1f} {mediapipe_ms / ms:>8.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,21 +1,55 @@
-"""kerasnets: classic CNN architectures for Keras 3, with TF-slim's endpoints and real weight loading."""
+"""kerasnets: classic CNN architectures for Keras 3, with TF-slim's endpoints and real weight loading.
+
+The public names are imported on first use (PEP 562), so that `import kerasnets`
+and the command line's `--help` and argument errors need no TensorFlow.
+"""
+
+import importlib
+import sys
+import types
 
 __version__ = "0.1.0"
 
-from kerasnets.registry import create_model, get_config, list_models  # noqa: F401
-from kerasnets.common import endpoints, feature_extractor  # noqa: F401
-from kerasnets import inception_v3 as _inception_v3_module
-from kerasnets.inception_v3 import inception_v3  # noqa: F401
-from kerasnets.xception import xception  # noqa: F401
-from kerasnets.resnet import (  # noqa: F401
-    resnet18, resnet34, resnet50, resnet101, resnet152, resnet50_v2, resnet101_v2, resnet152_v2)
-from kerasnets.nin import nin  # noqa: F401
+# public name -> the module (under kerasnets.) that defines it
+_NAMES = {
+    "create_model": "registry", "get_config": "registry", "list_models": "registry",
+    "endpoints": "common", "feature_extractor": "common",
+    "inception_v3": "inception_v3", "xception": "xception", "nin": "nin",
+    **{name: "resnet" for name in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+                                   "resnet50_v2", "resnet101_v2", "resnet152_v2")},
+    # keras.applications style: Inception v3's; other models' via get_config(name).preprocess.
+    "preprocess_input": "inception_v3", "decode_predictions": "inception_v3",
+    "KerasnetsModel": "model", "load_model": "model", "with_precision": "precision",
+}
+_SUBMODULES = ("analysis", "data", "export", "training", "precision", "recipes")
 
-# keras.applications style: Inception v3's; other models' via get_config(name).preprocess.
-preprocess_input = _inception_v3_module.preprocess_input
-decode_predictions = _inception_v3_module.decode_predictions
 
-from kerasnets import analysis, data, export, training  # noqa: E402,F401
-from kerasnets.model import KerasnetsModel  # noqa: E402,F401
-from kerasnets import precision, recipes  # noqa: E402,F401
-from kerasnets.precision import with_precision  # noqa: E402,F401
+def __getattr__(name):
+    if name in _NAMES:
+        value = getattr(importlib.import_module(f"kerasnets.{_NAMES[name]}"), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"kerasnets.{name}")
+    else:
+        raise AttributeError(f"module 'kerasnets' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted({*globals(), *_NAMES, *_SUBMODULES})
+
+
+class _Package(types.ModuleType):
+    """Keeps `kerasnets.inception_v3` (and xception, nin) the builder when its module is imported.
+
+    Importing a submodule sets it as an attribute of its package; for the three
+    modules named after their builder that would replace the function.
+    """
+
+    def __setattr__(self, name, value):
+        if isinstance(value, types.ModuleType) and _NAMES.get(name) == name:
+            return  # the module stays in sys.modules; __getattr__ answers with the builder
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

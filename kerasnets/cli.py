@@ -13,9 +13,9 @@ def _build(args):
             raise ValueError(f"--input-size applies to registry names; MODEL {args.model!r} has its own input size")
         if not os.path.exists(args.model):
             raise FileNotFoundError(f"MODEL {args.model!r}: no such .keras file")
-        import keras
+        from kerasnets.model import load_model
 
-        return keras.saving.load_model(args.model, compile=False)
+        return load_model(args.model)
     config = registry.get_config(args.model)
     kwargs = {"weights": None}
     if args.input_size is not None:
@@ -111,6 +111,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def make_parser():
+    # Only modules that import no TensorFlow: --help and argument errors answer at once.
+    from kerasnets import options, precision, recipes
+
     parser = _Parser(prog="kerasnets", description="Classic CNNs for Keras 3 with TF-slim endpoints.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -120,8 +123,6 @@ def make_parser():
     summary.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
     summary.add_argument("--plot", metavar="FILE.png", help="draw the model (keras.utils.plot_model)")
     summary.set_defaults(func=cmd_summary)
-
-    from kerasnets import precision, recipes, training
 
     train = sub.add_parser("train", help="train or fine-tune a model on tfds or an image folder (model.fit)")
     train.add_argument("model", help="registry name (see `kerasnets list`) or a .keras file")
@@ -147,7 +148,7 @@ def make_parser():
     train.add_argument("--mixed-precision", choices=precision.CHOICES, default="auto",
                        help="auto: float16 on NVIDIA GPUs (compute capability >= 7.0), bfloat16 on CPUs with "
                             "AVX512_BF16/AMX-BF16, else off (float32)")
-    train.add_argument("--distribute", choices=training.DISTRIBUTIONS, default="auto")
+    train.add_argument("--distribute", choices=options.DISTRIBUTIONS, default="auto")
     train.add_argument("--output", default=None, help="run directory (default runs/<model>)")
     train.add_argument("--resume", action="store_true", help="continue a run from its last completed epoch")
     train.add_argument("--overwrite", action="store_true", help="replace an earlier run in --output")
@@ -160,12 +161,10 @@ def make_parser():
     train.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1, help="Keras progress: 0 none, 1 bar, 2 line")
     train.set_defaults(func=cmd_train)
 
-    from kerasnets import export
-
     exporting = sub.add_parser("export", help="SavedModel or TFLite, verified against the Keras model")
     exporting.add_argument("model", help="a .keras file (e.g. a training run's model.keras) or a registry name")
-    exporting.add_argument("--format", choices=export.FORMATS, default="saved_model")
-    exporting.add_argument("--quantize", choices=export.QUANTIZATIONS, default="none", help="TFLite only")
+    exporting.add_argument("--format", choices=options.EXPORT_FORMATS, default="saved_model")
+    exporting.add_argument("--quantize", choices=options.QUANTIZATIONS, default="none", help="TFLite only")
     exporting.add_argument("--data", default=None, help="images for int8 calibration and for verification")
     exporting.add_argument("--weights", default=None, help="with a registry name: imagenet or a weights file")
     exporting.add_argument("--model-arg", type=_model_arg, action="append", default=[], metavar="KEY=VALUE")
@@ -188,9 +187,37 @@ def make_parser():
     return parser
 
 
+def quiet_tensorflow():
+    """Imports TensorFlow without its start-up log lines, unless TF_CPP_MIN_LOG_LEVEL=0 asks for them.
+
+    TensorFlow 2.21 logs through absl before absl is initialised, and those lines
+    (oneDNN, CUDA stubs, a failed cuInit on machines without a GPU) ignore
+    TF_CPP_MIN_LOG_LEVEL, so stderr is pointed at /dev/null while TensorFlow
+    loads and finds its devices; after that, warnings and errors show as usual.
+    """
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0" or "tensorflow" in sys.modules:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+    import absl.logging
+
+    absl.logging.set_verbosity(absl.logging.ERROR)
+    tf.get_logger().setLevel("ERROR")
+
+
 def main(argv=None):
     args = make_parser().parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet_tensorflow()
     try:
         args.func(args)
     except (ValueError, TypeError, OSError, ArithmeticError) as e:  # ArithmeticError: training.TrainingDiverged

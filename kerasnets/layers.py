@@ -1,6 +1,13 @@
-"""Layers kerasnets adds to models it trains or exports."""
+"""The input layers kerasnets puts in front of the models it trains or exports.
+
+A trained or exported model takes raw RGB pixels in [0, 255] and carries its
+own normalisation as its first layer, named `image.Preprocess`. That layer is
+one of Keras' built-in layers, so a saved `model.keras` opens with plain Keras
+in a process that has never imported kerasnets.
+"""
 
 import keras
+import numpy as np
 from keras import ops
 
 # keras.applications' normalisations of RGB pixels in [0, 255] (imagenet_utils.preprocess_input).
@@ -8,16 +15,48 @@ _TORCH_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 _TORCH_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 _CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
 MODES = ("tf", "torch", "caffe")
+PREPROCESS_NAME = "image.Preprocess"
+
+
+def preprocessing(mode, name=PREPROCESS_NAME):
+    """keras.applications' `preprocess_input(x, mode)` as a built-in Keras layer (call it on raw pixels).
+
+    "tf" scales to [-1, 1] and "torch" standardises with ImageNet's mean and
+    std: both `Rescaling` (per channel for torch). "caffe" reorders RGB to BGR
+    and subtracts ImageNet's mean: a frozen 1x1 `Conv2D` whose kernel is the
+    channel permutation and whose bias is minus the mean (built-in layers have
+    no channel flip; the products are by 0 and 1, so the result is exact).
+    """
+    if mode not in MODES:
+        raise ValueError(f"preprocessing mode must be one of {MODES}, got {mode!r}")
+    if mode == "tf":
+        return keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name=name)
+    if mode == "torch":
+        std = np.asarray(_TORCH_STD)
+        return keras.layers.Rescaling((1.0 / std).tolist(), offset=(-np.asarray(_TORCH_MEAN) / std).tolist(),
+                                      name=name)
+    flip = np.eye(3, dtype="float32")[::-1].reshape(1, 1, 3, 3)
+    return keras.layers.Conv2D(3, 1, name=name, trainable=False,
+                               kernel_initializer=keras.initializers.Constant(flip.tolist()),
+                               bias_initializer=keras.initializers.Constant((-np.asarray(_CAFFE_BGR_MEAN)).tolist()))
+
+
+def raw_pixel_input(size, mode):
+    """`(inputs, x)`: a `size`x`size` RGB input named `image` and its normalised tensor."""
+    inputs = keras.Input((size, size, 3), name="image")
+    return inputs, preprocessing(mode)(inputs)
+
+
+def takes_raw_pixels(model):
+    """Whether `model` normalises its own input (a kerasnets-trained or -exported model)."""
+    return any(layer.name == PREPROCESS_NAME or isinstance(layer, Preprocess) for layer in model.layers)
 
 
 @keras.saving.register_keras_serializable(package="kerasnets")
 class Preprocess(keras.layers.Layer):
-    """Turns RGB pixels in [0, 255] into the input a network was trained on.
+    """The normalisation layer of models saved by kerasnets 0.1 (kept so their files still load).
 
-    `mode` is keras.applications' name for it: "tf" scales to [-1, 1];
-    "torch" standardises with ImageNet's mean and std; "caffe" reorders to BGR
-    and subtracts ImageNet's mean. As a layer, the model carries its own
-    normalisation: saved, exported or served, it takes raw pixels.
+    New models use `preprocessing(mode)`, a built-in layer.
     """
 
     def __init__(self, mode, **kwargs):
@@ -40,3 +79,6 @@ class Preprocess(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "mode": self.mode}
+
+
+keras.saving.get_custom_objects().setdefault("Preprocess", Preprocess)  # for Keras' legacy .h5 loader

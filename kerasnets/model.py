@@ -86,3 +86,21 @@ class KerasnetsModel(keras.Model):
             if progress is not None:
                 progress.update(step + 1)
         return keras.tree.map_structure(lambda *parts: np.concatenate(parts, axis=0), *outputs)
+
+
+# Keras' legacy HDF5 loader looks custom classes up by their bare class name, not the registered
+# "kerasnets>KerasnetsModel", so a whole-model `.h5` save would not load without this.
+keras.saving.get_custom_objects().setdefault("KerasnetsModel", KerasnetsModel)
+
+
+def load_model(path, compile=False, **kwargs):
+    """`keras.saving.load_model(path)` for kerasnets' tools: a plain functional model comes back as a
+    KerasnetsModel (same layers and weights), so its `predict` is the fast one.
+
+    Trained models are saved as plain functional models (`model.keras` opens
+    with Keras alone); loading them here restores the faster predict.
+    """
+    model = keras.saving.load_model(path, compile=compile, **kwargs)
+    if type(model).__name__ == "Functional" and len(model.inputs) == 1:
+        model = KerasnetsModel(model.inputs, model.outputs, name=model.name)
+    return model

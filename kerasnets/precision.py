@@ -15,8 +15,6 @@ float32, so a float32 model and its mixed copy hold the same weights.
 
 import re
 
-import keras
-
 MODES = {"float16": "mixed_float16", "bfloat16": "mixed_bfloat16", "off": "float32"}
 CHOICES = ("auto", *MODES)
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -67,6 +65,8 @@ def with_precision(model, mode="bfloat16"):
     layers compute in float32, so outputs stay float32. The copy holds its own
     variables (float32), equal to the original's.
     """
+    import keras
+
     policy = resolve(mode)
     output_layers = set(model.output_names)
 

@@ -37,8 +37,6 @@ be overridden (`--optimizer`, `--lr`, ...).
 import dataclasses
 import math
 
-import keras
-
 OPTIMIZERS = ("adamw", "adam", "rmsprop", "sgd")
 
 
@@ -109,6 +107,8 @@ def resolve(name="auto", *, fine_tuning=False, frozen_backbone=False, epochs, op
 
 def learning_rate_schedule(recipe, steps_per_epoch, epochs):
     """The recipe's schedule over the whole run (a resumed run continues it: the step count is restored)."""
+    import keras  # here, not at the top: the CLI parses arguments without TensorFlow
+
     if recipe.schedule == "step":
         return keras.optimizers.schedules.ExponentialDecay(
             recipe.learning_rate, decay_steps=max(1, int(recipe.decay_epochs * steps_per_epoch)),
@@ -123,6 +123,8 @@ def learning_rate_schedule(recipe, steps_per_epoch, epochs):
 
 def make_optimizer(recipe, steps_per_epoch, epochs):
     """The recipe's optimizer; weight decay spares biases and batch-norm parameters (as timm does)."""
+    import keras  # here, not at the top: the CLI parses arguments without TensorFlow
+
     schedule = learning_rate_schedule(recipe, steps_per_epoch, epochs)
     decay = recipe.weight_decay or None
     if recipe.optimizer == "rmsprop":  # slim's settings

@@ -9,6 +9,7 @@ publishes), so tools (CLI, training, export) never hard-code per-model facts.
 import dataclasses
 import difflib
 import fnmatch
+import importlib
 from typing import Callable, Mapping, Optional
 
 
@@ -67,6 +68,19 @@ def keras_applications_weights(stem, top_md5, notop_md5):
 
 
 _REGISTRY: dict = {}
+# The modules whose builders register themselves, imported at the first lookup (not with the
+# package, so that `kerasnets --help` needs no TensorFlow).
+MODEL_MODULES = ("inception_v3", "xception", "resnet", "nin")
+_modules_imported = False
+
+
+def _registry():
+    global _modules_imported
+    if not _modules_imported:
+        _modules_imported = True
+        for module in MODEL_MODULES:
+            importlib.import_module(f"kerasnets.{module}")
+    return _REGISTRY
 
 
 def register(config: ModelConfig):
@@ -79,7 +93,7 @@ def register(config: ModelConfig):
 
 def list_models(pattern: Optional[str] = None):
     """Registered model names, sorted, filtered by an fnmatch `pattern` (e.g. "resnet*")."""
-    names = sorted(_REGISTRY)
+    names = sorted(_registry())
     if pattern is None:
         return names
     if not isinstance(pattern, str):
@@ -92,7 +106,7 @@ def get_config(name: str) -> ModelConfig:
     if not isinstance(name, str):
         raise TypeError(f"model name must be a string, got {name!r}")
     try:
-        return _REGISTRY[name]
+        return _registry()[name]
     except KeyError:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.4)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""

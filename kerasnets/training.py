@@ -34,8 +34,8 @@ from kerasnets import precision as precision_lib
 from kerasnets import recipes
 from kerasnets import registry
 from kerasnets.model import KerasnetsModel
+from kerasnets.options import DISTRIBUTIONS
 
-DISTRIBUTIONS = ("auto", "mirrored", "multi-worker", "off")
 HEAD = ("PreLogits", "Logits", "Predictions")
 
 
@@ -89,8 +89,7 @@ def build_model(model, classes, image_size, weights=None, dropout_rate=0.2, mode
         return loaded
     config = registry.get_config(model)
     model_args = dict(model_args or {})
-    inputs = keras.Input((image_size, image_size, 3), name="image")
-    x = kn_layers.Preprocess(config.preprocessing, name="image.Preprocess")(inputs)
+    inputs, x = kn_layers.raw_pixel_input(image_size, config.preprocessing)
     if weights is None:
         return config.builder(weights=None, classes=classes, input_tensor=x, **model_args)
     base = config.builder(weights=weights, include_top=False, pooling="avg", input_tensor=x, **model_args)
@@ -103,7 +102,7 @@ def build_model(model, classes, image_size, weights=None, dropout_rate=0.2, mode
 def _loss_and_metrics(classes, label_smoothing):
     top5 = [keras.metrics.TopKCategoricalAccuracy(5, name="top5_accuracy")] if classes > 5 else []
     return dict(loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
-                metrics=["accuracy", *top5])
+                metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"), *top5])
 
 
 def _ancestors(layer):
@@ -458,6 +457,11 @@ def train(model, data, *, image_size=None, epochs=10, batch_size=32, weights=Non
     keras.mixed_precision.set_global_policy(policy)
     try:
         steps_per_epoch = max(1, -(-found.train_count // batch_size))
+
+        def make_metrics():
+            spec = _loss_and_metrics(classes, recipe.label_smoothing)
+            return spec["loss"], spec["metrics"]
+
         with strategy.scope():
             net = build_model(model, classes, image_size, weights, model_args=model_args)
             frozen = freeze(net, freeze_backbone, fine_tune_from)
@@ -484,8 +488,8 @@ def train(model, data, *, image_size=None, epochs=10, batch_size=32, weights=Non
             if multi_worker:
                 from kerasnets import distributed
 
-                history = distributed.fit(net, strategy, train_ds, epochs, eval_ds, callbacks, verbose,
-                                          found.train_count, found.eval_count, batch_size)
+                history = distributed.fit(net, strategy, train_ds, epochs, found.eval.map(one_hot), callbacks,
+                                          verbose, found.train_count, batch_size, make_metrics)
             else:
                 # (The data set is shuffled by its pipeline; Keras' own shuffle applies to arrays only.)
                 history = net.fit(train_ds, epochs=epochs, validation_data=eval_ds, callbacks=callbacks,
@@ -497,14 +501,17 @@ def train(model, data, *, image_size=None, epochs=10, batch_size=32, weights=Non
         recomputed = recompute_batch_norm_statistics(net, found.train)
         if recomputed:
             say(f"batch-norm statistics recomputed over {recomputed} training batches of the final weights")
+        if multi_worker:  # each worker recomputed them on its own batches: pooled, every worker saves the same model
+            distributed.sync_batch_norm_statistics(net, strategy)
         # model.keras computes in float32 whatever the run's precision (portable, exportable; see
         # kerasnets.precision.with_precision for bfloat16 inference), and metrics.json scores that model.
         saved = net if policy == "float32" else precision_lib.with_precision(net, "off")
-        if multi_worker:
-            results = distributed.evaluate(net, strategy, eval_ds, found.eval_count, batch_size)
-        else:
-            if saved is not net:  # the trained optimizer goes with it, so the file is as complete as a float32 run's
-                saved.compile(optimizer=net.optimizer, **_loss_and_metrics(classes, recipe.label_smoothing))
+        # A plain functional model (built-in layers only): plain Keras opens model.keras without kerasnets.
+        saved = keras.Model(saved.inputs, saved.outputs, name=saved.name)
+        if multi_worker:  # every image once, on each worker (Keras' evaluate fails under this strategy)
+            results = distributed.evaluate(saved, found.eval.map(one_hot), *make_metrics())
+        else:  # the trained optimizer goes with it, so training can go on from the file
+            saved.compile(optimizer=net.optimizer, **_loss_and_metrics(classes, recipe.label_smoothing))
             results = saved.evaluate(eval_ds, verbose=0, return_dict=True)
         rows = history_file.rows or []
         history.history = {k: [float(r[k]) for r in rows] for k in rows[0] if k != "epoch"} if rows else \

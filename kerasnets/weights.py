@@ -15,6 +15,7 @@ import dataclasses
 import logging
 import os
 import re
+import warnings
 import zipfile
 from typing import Mapping
 
@@ -270,10 +271,20 @@ def _load_keras3(model, path):
     if path.endswith(".keras"):
         _assign(model, _read_keras_archive(model, path), path)
         return
-    try:
-        model.load_weights(path)
-    except Exception as e:  # Keras raises ValueError/KeyError/OSError depending on the mismatch
-        raise ValueError(f"weights={path!r} does not fit model {model.name!r}: {e}") from None
+    # Keras warns once per part of the model the file has nothing for (dozens of lines for another
+    # architecture), then raises or leaves those parts as initialised: either way, one error here.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model.load_weights(path)
+        except Exception as e:  # Keras raises ValueError/KeyError/OSError depending on the mismatch
+            raise ValueError(f"weights={path!r} does not fit model {model.name!r}: {e}") from None
+    unfilled = [str(w.message) for w in caught if "retain their freshly-initialized weights" in str(w.message)]
+    if unfilled:
+        raise ValueError(f"weights={path!r} does not fit model {model.name!r}: {len(unfilled)} part(s) of the model "
+                         f"found no weights in the file, first: {unfilled[0].split('.')[0]}")
+    for w in caught:  # anything else Keras said is passed on
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 def _read_keras_archive(model, path):

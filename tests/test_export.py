@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kerasnets import cli, data, export, training
+from kerasnets import cli, data, export, tflite_metadata, training
 from image_folders import write_digits_folder
 
 
@@ -29,18 +30,31 @@ def test_each_format_exports_reloads_and_agrees(trained, tmp_path, fmt, quantize
     path, card = export.export(trained["model"], format=fmt, quantize=quantize, data=trained["digits"], output=output)
     assert path == output and os.path.exists(output)
     assert json.load(open(export.card_path(output))) == card
-    figures = card["verification"]
-    assert figures["images"] == 359
-    if "max_abs_diff" in figures["tolerance"]:
-        assert figures["max_abs_diff"] <= figures["tolerance"]["max_abs_diff"]
-    else:
-        assert figures["top1_agreement"] >= figures["tolerance"]["top1_agreement"]
+    assert set(card["verification"]) == ({"tensorflow"} if fmt == "saved_model" else {"litert", "mediapipe"})
+    for figures in card["verification"].values():
+        assert figures["images"] == 359
+        if "max_abs_diff" in figures["tolerance"]:
+            assert figures["max_abs_diff"] <= figures["tolerance"]["max_abs_diff"]
+        else:
+            assert figures["top1_agreement_within_ties"] >= figures["tolerance"]["top1_agreement_within_ties"]
     assert card["input"]["dtype"] == ("uint8" if quantize == "int8" else "float32")
     assert open(tmp_path / "labels.txt").read().split() == [str(i) for i in range(10)]
     # Reloaded independently of the export code, the artifact classifies like the Keras model.
     images, _ = export.sample_images(export.load_model(trained["model"])[0], trained["digits"])
     probabilities = export.run_artifact(output)(images[:64])
     assert probabilities.shape == (64, 10)
+
+
+def test_quantized_verification_counts_near_ties_as_agreement():
+    expected = np.array([[0.500, 0.495, 0.005],   # a tie: either of the first two is Keras' answer
+                         [0.800, 0.150, 0.050],   # decided
+                         [0.300, 0.300, 0.400]])  # decided
+    got = np.array([[0.49, 0.50, 0.01], [0.10, 0.85, 0.05], [0.2, 0.2, 0.6]])
+    figures, ok = export.compare(expected, got, "tflite", "int8")
+    assert figures["top1_agreement"] == pytest.approx(1 / 3)
+    assert figures["top1_agreement_within_ties"] == pytest.approx(2 / 3) and not ok  # 0.67 < 0.8
+    figures, ok = export.compare(expected, np.array([got[0], expected[1], got[2]]), "tflite", "int8")
+    assert figures["top1_agreement_within_ties"] == 1.0 and ok
 
 
 def test_int8_tflite_on_raw_uint8_pixels_keeps_accuracy(trained, tmp_path):
@@ -68,6 +82,69 @@ def test_int8_tflite_on_raw_uint8_pixels_keeps_accuracy(trained, tmp_path):
     assert abs(int8_accuracy - keras_accuracy) <= 0.01
 
 
+@pytest.mark.parametrize("quantize", ["none", "int8"])
+def test_mediapipe_image_classifier_reads_the_export_as_an_app_would(trained, tmp_path, quantize):
+    """MediaPipe Tasks loads the file as written, classifies as well as Keras, and names every answer."""
+    output = str(tmp_path / f"nin_{quantize}.tflite")
+    export.export(trained["model"], format="tflite", quantize=quantize, data=trained["digits"], output=output)
+    model = export.load_model(trained["model"])[0]
+    images, labels = export.sample_images(model, trained["digits"])
+    images = np.round(images)  # camera pixels
+    keras_accuracy = float(np.mean(np.argmax(model.predict(images, verbose=0), -1) == labels))
+    with export.MediaPipeClassifier(output) as classifier:
+        scores = classifier(images)
+    answers = [names[int(np.argmax(row))] for row, names in zip(scores, classifier.names)]
+    mediapipe_accuracy = float(np.mean([answer == str(label) for answer, label in zip(answers, labels)]))
+    print(f"digits test accuracy ({quantize}): keras {keras_accuracy:.4f}, MediaPipe {mediapipe_accuracy:.4f}")
+    assert keras_accuracy >= 0.8 and abs(mediapipe_accuracy - keras_accuracy) <= 0.01
+    assert all(names == {i: str(i) for i in range(10)} for names in classifier.names)
+
+    # The metadata read back with the schema: what the model does with its input, its labels and size.
+    metadata = tflite_metadata.read(open(output, "rb").read())
+    assert metadata["labels"] == open(os.path.join(os.path.dirname(trained["model"]), "labels.txt")).read().split()
+    assert metadata["input"]["mean"] == [0.0] and metadata["input"]["std"] == [1.0]  # normalised in the graph
+    assert metadata["input"]["color_space"] == "RGB"
+    assert metadata["input"]["shape"] == [1, *model.input_shape[1:]]
+    assert metadata["input"]["dtype"] == ("uint8" if quantize == "int8" else "float32")
+    assert metadata["output"]["shape"] == [1, 10] and metadata["author"].startswith("kerasnets ")
+    if quantize == "int8":
+        _run_readme_phone_example(output, tmp_path)
+
+
+def _run_readme_phone_example(tflite, tmp_path):
+    """README's Python MediaPipe example, as written, on this export and a real photo."""
+    from sklearn.datasets import load_sample_images
+
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md"), encoding="utf8").read()
+    section = readme[readme.index("### On a phone"):]
+    code = section[section.index("```python") + len("```python"):]
+    code = code[:code.index("```")]
+    photo = str(tmp_path / "photo.jpg")
+    tf.io.write_file(photo, tf.io.encode_jpeg(load_sample_images().images[0]))
+    code = code.replace('"nin_int8.tflite"', repr(tflite)).replace('"photo.jpg"', repr(photo))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    answers = eval(result.stdout.strip().splitlines()[-1])  # [(category_name, score), ...]
+    assert len(answers) == 3 and all(name in [str(i) for i in range(10)] for name, _ in answers), answers
+
+
+def test_predict_reads_label_names_from_the_tflite_itself(trained, tmp_path):
+    """labels.txt and the card stay beside the file for people; the file alone is enough."""
+    names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(trained["model"], run / "model.keras")
+    (run / "labels.txt").write_text("\n".join(names) + "\n")
+    output = str(tmp_path / "export" / "digits.tflite")
+    export.export(str(run / "model.keras"), format="tflite", output=output, verify=False)
+    os.remove(export.card_path(output))
+    os.remove(tmp_path / "export" / "labels.txt")
+    image = os.path.join(trained["digits"], "test", "7", sorted(os.listdir(os.path.join(trained["digits"], "test", "7")))[0])
+    top = export.predict(output, [image], top_k=3)[0]
+    assert {label for label, _ in top} <= set(names)
+    assert top[0][0] == export.predict(str(run / "model.keras"), [image], top_k=1)[0][0][0]  # Keras' answer
+
+
 def test_saved_model_bytes_signature_classifies_a_png(trained, tmp_path):
     output = str(tmp_path / "sm")
     export.export(trained["model"], output=output, verify=False)
@@ -84,8 +161,16 @@ def test_saved_model_bytes_signature_classifies_a_png(trained, tmp_path):
 def test_inception_v3_exports_to_tflite(tmp_path):
     output = str(tmp_path / "inception.tflite")
     _, card = export.export("inception_v3", format="tflite", output=output, model_args={"depth_multiplier": 0.1})
-    assert card["verification"]["max_abs_diff"] <= 1e-4
+    assert card["verification"]["litert"]["max_abs_diff"] <= 1e-4
+    assert card["verification"]["mediapipe"]["max_abs_diff"] <= 1e-4
     assert card["input"]["shape"] == [None, 299, 299, 3]
+    # No labels known (a registry model built with its classes only): none written, and MediaPipe answers
+    # with indices alone.
+    assert card["labels"] is None and not os.path.exists(tmp_path / "labels.txt")
+    assert tflite_metadata.read(open(output, "rb").read())["labels"] is None
+    with export.MediaPipeClassifier(output) as classifier:
+        classifier(np.full((1, 299, 299, 3), 128.0))
+    assert len(classifier.names[0]) == 1000 and set(classifier.names[0].values()) <= {None, ""}
 
 
 def test_predict_prints_top_k(trained, tmp_path, capsys):

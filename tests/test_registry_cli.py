@@ -1,6 +1,7 @@
 """Registry and command line."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -80,8 +81,39 @@ def test_cli_errors_are_one_line(argv, message):
     result = subprocess.run([sys.executable, "-m", "kerasnets", *argv], capture_output=True, text=True)
     assert result.returncode != 0
     assert message in result.stderr
-    assert "Traceback" not in result.stderr
-    assert result.stderr.strip().count("\n") == 0 or "kerasnets: error:" in result.stderr.splitlines()[-1]
+    assert result.stderr.startswith("kerasnets: error:") and result.stderr.count("\n") == 1, result.stderr
+
+
+QUICK_START = """
+import sys
+from kerasnets import cli
+try:
+    code = cli.main(sys.argv[1:])
+except SystemExit as exit:
+    code = exit.code
+print("imported:", sorted({m.split(".")[0] for m in sys.modules} & {"tensorflow", "keras", "numpy"}), "code:", code)
+"""
+
+
+@pytest.mark.parametrize("argv, code", [
+    (["--help"], 0),
+    (["train", "--help"], 0),
+    (["train", "nin", "--data", "d", "--epochs", "0"], 2),
+    (["export", "m.keras", "--quantize", "int4"], 2),
+    (["predict", "m.tflite", "a.png", "--precision", "int8"], 2),
+])
+def test_help_and_argument_errors_need_no_tensorflow(argv, code):
+    result = subprocess.run([sys.executable, "-c", QUICK_START, *argv], capture_output=True, text=True)
+    assert result.stdout.splitlines()[-1] == f"imported: [] code: {code}", result.stdout + result.stderr
+
+
+def test_commands_start_quietly():
+    """No TensorFlow start-up lines (oneDNN, CUDA stubs, cuInit), which ignore TF_CPP_MIN_LOG_LEVEL."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run([sys.executable, "-m", "kerasnets", "summary", "nin"], capture_output=True, text=True,
+                            env=env)
+    assert result.returncode == 0 and result.stdout.startswith("endpoint"), result.stderr
+    assert result.stderr == "", result.stderr
 
 
 def test_fast_predict_equals_keras_predict():

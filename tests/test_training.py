@@ -204,6 +204,52 @@ def test_bfloat16_training_learns_as_well_as_float32(readme_runs, digits, tmp_pa
     assert min(accuracies.values()) >= 0.90
 
 
+PLAIN_KERAS = """
+import sys
+
+class NoKerasnets:  # this process must open the file with Keras alone
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "kerasnets":
+            raise ImportError("kerasnets must not be imported here")
+
+sys.meta_path.insert(0, NoKerasnets())
+import keras, numpy as np
+model = keras.saving.load_model(sys.argv[1])
+np.save(sys.argv[3], model.predict(np.load(sys.argv[2]), verbose=0))
+print(type(model).__name__, [m for m in sys.modules if m.startswith("kerasnets")])
+"""
+
+
+@pytest.mark.parametrize("run", ["nin", "resnet18"])  # "tf" and "torch" preprocessing
+def test_trained_model_opens_with_plain_keras(run, readme_runs, digits, tmp_path):
+    path = os.path.join(readme_runs[run]["output"], "model.keras")
+    images = np.concatenate([x.numpy() for x, _ in data.load(digits, 32, 64).eval])[:100]
+    np.save(tmp_path / "images.npy", images)
+    result = subprocess.run([sys.executable, "-c", PLAIN_KERAS, path, str(tmp_path / "images.npy"),
+                             str(tmp_path / "plain.npy")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split("\n")[-2] == "Functional []", result.stdout
+    model = kerasnets.load_model(path)  # through kerasnets: the fast predict is back
+    assert isinstance(model, kerasnets.KerasnetsModel)
+    np.testing.assert_allclose(np.load(tmp_path / "plain.npy"), model.predict(images, verbose=0), atol=1e-6)
+    # A legacy HDF5 whole-model file of it loads too.
+    model.save(tmp_path / "model.h5")
+    np.testing.assert_allclose(keras.saving.load_model(tmp_path / "model.h5").predict(images, verbose=0),
+                               model.predict(images, verbose=0), atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["tf", "torch", "caffe"])
+def test_preprocessing_layer_is_keras_applications_preprocess_input(mode):
+    from kerasnets import layers
+
+    pixels = np.random.default_rng(0).uniform(0, 255, (2, 5, 7, 3)).astype("float32")
+    layer = layers.preprocessing(mode)
+    assert type(layer).__module__.startswith("keras.")  # a built-in layer
+    expected = keras.applications.imagenet_utils.preprocess_input(pixels.copy(), mode=mode)
+    np.testing.assert_allclose(layer(pixels).numpy(), expected, atol=2e-5)
+    assert not layer.trainable_weights
+
+
 def test_bfloat16_inference_agrees_with_float32(readme_runs, digits, capsys):
     path = os.path.join(readme_runs["resnet18"]["output"], "model.keras")
     model = keras.saving.load_model(path)
@@ -389,27 +435,54 @@ def _free_ports(n):
     return ports
 
 
-def test_multi_worker_strategy_with_two_local_workers(mixed_folder, tmp_path):
-    """Two worker processes on loopback (TF_CONFIG), through kerasnets' own multi-worker loop."""
+def test_two_local_workers_end_with_one_model_and_exact_metrics(digits, tmp_path):
+    """Two worker processes on loopback (TF_CONFIG): the issue's resnet18 run on the digits.
+
+    Both workers save the same model, batch-norm statistics included (each would
+    otherwise keep those of its own shard), and metrics.json is a single-process
+    `model.evaluate` of the chief's model.keras: every test image counted once.
+    """
     workers = [f"localhost:{port}" for port in _free_ports(2)]
     output = str(tmp_path / "run")
     processes = []
     for index in range(2):
         config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
-        env = {**os.environ, "TF_CONFIG": config}
-        processes.append(subprocess.Popen(
-            [sys.executable, "-m", "kerasnets", "train", "nin", "--data", mixed_folder, "--image-size", "8",
-             "--epochs", "2", "--batch-size", "8", "--distribute", "multi-worker", "--output", output,
-             "--verbose", "0"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    outputs = [p.communicate(timeout=600)[0] for p in processes]
+        processes.append(_run(["-m", "kerasnets", "train", "resnet18", "--data", digits, "--image-size", "32",
+                               "--epochs", "2", "--batch-size", "32", "--distribute", "multi-worker",
+                               "--output", output, "--verbose", "0"], env={**os.environ, "TF_CONFIG": config}))
+    outputs = [p.communicate(timeout=900)[0] for p in processes]
     for p, out in zip(processes, outputs):
         assert p.returncode == 0, out[-3000:]
     assert "2 replica(s)" in outputs[0]
     assert len([line for line in outputs[0].splitlines() if "] epoch " in line]) == 2
+
+    chief = keras.saving.load_model(os.path.join(output, "model.keras"))
+    other = keras.saving.load_model(os.path.join(output, "worker_1", "model.keras"))  # kept apart
+    assert [v.path for v in chief.weights] == [v.path for v in other.weights]
+    assert any("moving_variance" in v.path for v in chief.weights)
+    for mine, theirs in zip(chief.weights, other.weights):
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy(), err_msg=mine.path)
+    eval_ds = data.load(digits, 32, 64).eval.map(lambda image, label: (image, tf.one_hot(label, 10)))
+    images = np.concatenate([x.numpy() for x, _ in eval_ds])
+    np.testing.assert_array_equal(chief.predict(images, verbose=0), other.predict(images, verbose=0))
+
+    settings = json.load(open(os.path.join(output, "run.json")))
+    chief.compile(loss=keras.losses.CategoricalCrossentropy(label_smoothing=settings["recipe"]["label_smoothing"]),
+                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
+                           keras.metrics.TopKCategoricalAccuracy(5, name="top5_accuracy")])
+    expected = chief.evaluate(eval_ds, verbose=0, return_dict=True)
     metrics = json.load(open(os.path.join(output, "metrics.json")))
-    assert metrics["epochs"] == 2 and np.isfinite(metrics["loss"])
-    assert os.path.exists(os.path.join(output, "model.keras"))
-    assert os.path.exists(os.path.join(output, "worker_1", "model.keras"))  # the other worker's, kept apart
+    assert metrics["epochs"] == 2 and metrics["eval_images"] == 359
+    for name in ("accuracy", "top5_accuracy", "loss"):
+        assert metrics[name] == pytest.approx(expected[name], abs=1e-5), name
+
+    # Trained as well as one process with the same global batch, epochs and seed.
+    training.train("resnet18", digits, image_size=32, epochs=2, batch_size=32, distribute="off",
+                   output=str(tmp_path / "single"), verbose=0)
+    single = json.load(open(tmp_path / "single" / "metrics.json"))["accuracy"]
+    print(f"resnet18 on digits, 2 epochs, batch 32: test accuracy {metrics['accuracy']:.4f} on two workers, "
+          f"{single:.4f} in one process")
+    assert abs(metrics["accuracy"] - single) <= 0.05
 
 
 def test_training_continues_from_a_keras_file(mixed_folder, tmp_path):
