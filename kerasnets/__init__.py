@@ -5,6 +5,7 @@ and the command line's `--help` and argument errors need no TensorFlow.
 """
 
 import importlib
+import importlib.util
 import sys
 import types
 
@@ -21,14 +22,15 @@ _NAMES = {
     "preprocess_input": "inception_v3", "decode_predictions": "inception_v3",
     "KerasnetsModel": "model", "load_model": "model", "with_precision": "precision",
 }
-_SUBMODULES = ("analysis", "data", "export", "training", "precision", "recipes")
+_SUBMODULES = ("analysis", "data", "export", "training", "precision", "recipes", "tflite_metadata")
+__all__ = [*_NAMES, *_SUBMODULES]
 
 
 def __getattr__(name):
     if name in _NAMES:
         value = getattr(importlib.import_module(f"kerasnets.{_NAMES[name]}"), name)
-    elif name in _SUBMODULES:
-        value = importlib.import_module(f"kerasnets.{name}")
+    elif name in _SUBMODULES or (not name.startswith("_") and importlib.util.find_spec(f"kerasnets.{name}")):
+        value = importlib.import_module(f"kerasnets.{name}")  # any other module too, e.g. kerasnets.registry
     else:
         raise AttributeError(f"module 'kerasnets' has no attribute {name!r}")
     globals()[name] = value
@@ -36,7 +38,7 @@ def __getattr__(name):
 
 
 def __dir__():
-    return sorted({*globals(), *_NAMES, *_SUBMODULES})
+    return sorted({*globals(), *__all__})
 
 
 class _Package(types.ModuleType):

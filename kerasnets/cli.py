@@ -192,23 +192,32 @@ def quiet_tensorflow():
 
     TensorFlow 2.21 logs through absl before absl is initialised, and those lines
     (oneDNN, CUDA stubs, a failed cuInit on machines without a GPU) ignore
-    TF_CPP_MIN_LOG_LEVEL, so stderr is pointed at /dev/null while TensorFlow
-    loads and finds its devices; after that, warnings and errors show as usual.
+    TF_CPP_MIN_LOG_LEVEL, so stderr goes to a temporary file while TensorFlow
+    loads and finds its devices; the file is shown if that fails. After that,
+    TensorFlow's C++ errors show as usual, and its Python loggers (tf, absl)
+    only errors.
     """
     if os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0" or "tensorflow" in sys.modules:
         return
+    import tempfile
+
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.stderr.flush()
     saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-        import tensorflow as tf
+    with tempfile.TemporaryFile("w+") as held:
+        try:
+            os.dup2(held.fileno(), 2)
+            import tensorflow as tf
 
-        tf.config.list_physical_devices()
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+            tf.config.list_physical_devices()
+        except BaseException:
+            os.dup2(saved, 2)
+            held.seek(0)
+            sys.stderr.write(held.read())
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
     import absl.logging
 
     absl.logging.set_verbosity(absl.logging.ERROR)

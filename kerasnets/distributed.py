@@ -16,7 +16,7 @@ global batches (the remainder is dropped, as with several replicas in `fit`).
 All workers end with the same model. The trainable weights are all-reduced at
 every step; batch norm's moving statistics are not (each worker would keep
 those of its own shard), so before every evaluation and before the model is
-saved they are pooled over the workers: `sync_batch_norm_statistics`. Pooling
+saved they are pooled over the workers: `BatchNormPool`. Pooling
 a few hundred numbers per layer once an epoch is cheaper than synchronised
 batch norm, which adds an all-reduce to every batch-norm layer of every step.
 Evaluation then runs on each worker over the whole evaluation set, every image
@@ -35,39 +35,71 @@ def _distribute(strategy, dataset):
     return iter(strategy.experimental_distribute_dataset(dataset.repeat().with_options(options)))
 
 
-def sync_batch_norm_statistics(model, strategy):
-    """Pools every batch norm's moving mean and variance over the workers (all of them must call this).
+class ChiefBackup(keras.callbacks.BackupAndRestore):
+    """A non-chief worker's BackupAndRestore when resuming: it restores the chief's backup and writes none.
 
-    The pooled variance is that of all workers' data together: the mean of the
-    variances plus the variance of the means (E[x^2] - E[x]^2 over workers).
-    Returns the number of layers pooled.
+    Every worker holds the same state at an epoch's end (weights and optimizer
+    all-reduced, batch-norm statistics pooled), so the chief's backup is
+    everyone's. Restoring from that one backup also means all workers resume
+    at the same epoch, even when one was killed between the chief's backup and
+    its own: workers resuming at different epochs would wait for each other's
+    all-reduces forever.
     """
-    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
-    if not norms:
-        return 0
 
-    def local_moments():
-        values = []
-        for layer in norms:
-            # tensors, not the variables: all_reduce would take a variable for a destination
-            mean, variance = tf.identity(layer.moving_mean.value), tf.identity(layer.moving_variance.value)
-            values += [mean, variance + tf.square(mean)]
-        return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.MEAN, values)
+    def on_epoch_end(self, epoch, logs=None):
+        pass
 
-    pooled = strategy.experimental_local_results(tf.function(lambda: strategy.run(local_moments))())[0]
-    for layer, mean, second_moment in zip(norms, pooled[0::2], pooled[1::2]):
-        layer.moving_mean.assign(mean)
-        layer.moving_variance.assign(tf.maximum(second_moment - tf.square(mean), 0.0))
-    return len(norms)
+    def on_train_batch_end(self, batch, logs=None):
+        pass
+
+    def on_train_end(self, logs=None):
+        pass  # the chief removes its backup
 
 
-def evaluate(model, eval_ds, loss, metrics):
+class BatchNormPool:
+    """Pools the trainable batch norms' moving statistics over the workers; all of them must call it.
+
+    The pooled mean is the mean of the workers' means; the pooled variance is
+    that of all workers' data together: the mean of the variances plus the
+    variance of the means (taken around the pooled mean, in two all-reduces,
+    so no large squares are subtracted). Frozen batch norms are the same on
+    every worker and are left alone.
+    """
+
+    def __init__(self, model, strategy):
+        self.norms = [layer for layer in model.layers
+                      if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
+        self.strategy = strategy
+        self._pool = tf.function(lambda: strategy.run(self._replica_pool))
+
+    def _replica_pool(self):
+        context = tf.distribute.get_replica_context()
+        # tensors, not the variables: all_reduce would take a variable for a destination
+        means = [tf.identity(layer.moving_mean.value) for layer in self.norms]
+        variances = [tf.identity(layer.moving_variance.value) for layer in self.norms]
+        pooled_means = context.all_reduce(tf.distribute.ReduceOp.MEAN, means)
+        spread = [v + tf.square(m - p) for v, m, p in zip(variances, means, pooled_means)]
+        return pooled_means, context.all_reduce(tf.distribute.ReduceOp.MEAN, spread)
+
+    def __call__(self):
+        """Returns the number of batch norms pooled."""
+        if not self.norms:
+            return 0
+        means, variances = self.strategy.experimental_local_results(self._pool())[0]
+        for layer, mean, variance in zip(self.norms, means, variances):
+            layer.moving_mean.assign(mean)
+            layer.moving_variance.assign(variance)
+        return len(self.norms)
+
+
+def evaluate(model, eval_ds, loss, metrics, forward=None):
     """Loss and metrics over every image of `eval_ds` once, on this worker alone: {name: value}.
 
     `loss`/`metrics`: new Keras objects like the compiled ones (the loss is
-    averaged per image, as `model.evaluate` reports it).
+    averaged per image, as `model.evaluate` reports it). `forward`: the
+    model's inference pass as a tf.function, to reuse one across calls.
     """
-    forward = tf.function(lambda images: model(images, training=False))
+    forward = forward or tf.function(lambda images: model(images, training=False))
     per_image = loss.__class__(**{**loss.get_config(), "reduction": None})
     mean_loss = keras.metrics.Mean(name="loss")
     for images, labels in eval_ds:
@@ -76,6 +108,13 @@ def evaluate(model, eval_ds, loss, metrics):
         for metric in metrics:
             metric.update_state(labels, probabilities)
     return {m.name: float(np.asarray(m.result())) for m in [mean_loss, *metrics]}
+
+
+def _starting_epochs(strategy, epoch):
+    """Every worker's starting epoch (they must agree, or the all-reduces wait for each other forever)."""
+    gather = tf.function(lambda: strategy.run(
+        lambda: tf.distribute.get_replica_context().all_gather(tf.constant([epoch], tf.int64), axis=0)))
+    return sorted(set(int(e) for e in strategy.experimental_local_results(gather())[0].numpy()))
 
 
 def fit(model, strategy, train_ds, epochs, eval_ds, callbacks, verbose, train_count, batch_size, make_metrics):
@@ -97,9 +136,18 @@ def fit(model, strategy, train_ds, epochs, eval_ds, callbacks, verbose, train_co
     callback_list = keras.callbacks.CallbackList(callbacks + [history], add_progbar=verbose != 0,
                                                  verbose=verbose, model=model, epochs=epochs, steps=steps)
     model.stop_training = False
-    callback_list.on_train_begin()
+    with strategy.scope():  # BackupAndRestore may build the optimizer's variables before restoring them
+        callback_list.on_train_begin()
+    start = getattr(model, "_initial_epoch", 0) or 0
+    starts = _starting_epochs(strategy, start)
+    if len(starts) > 1:
+        raise ValueError(f"the workers would resume at different epochs ({', '.join(map(str, starts))}): every "
+                         "worker restores the chief's backup/, so all of them must see the chief's --output "
+                         "(a shared disk)")
+    pool_batch_norms = BatchNormPool(model, strategy)
+    forward = tf.function(lambda images: model(images, training=False))
     epoch_logs = {}
-    for epoch in range(getattr(model, "_initial_epoch", 0) or 0, epochs):
+    for epoch in range(start, epochs):
         model.reset_metrics()
         callback_list.on_epoch_begin(epoch)
         for step in range(steps):
@@ -107,8 +155,8 @@ def fit(model, strategy, train_ds, epochs, eval_ds, callbacks, verbose, train_co
             logs = {k: float(v) for k, v in train_step(train_iterator).items()}
             callback_list.on_train_batch_end(step, logs)
         epoch_logs = dict(logs)
-        sync_batch_norm_statistics(model, strategy)
-        epoch_logs.update({f"val_{k}": v for k, v in evaluate(model, eval_ds, *make_metrics()).items()})
+        pool_batch_norms()
+        epoch_logs.update({f"val_{k}": v for k, v in evaluate(model, eval_ds, *make_metrics(), forward).items()})
         callback_list.on_epoch_end(epoch, epoch_logs)
         if model.stop_training:
             break

@@ -34,10 +34,10 @@ from kerasnets.options import EXPORT_FORMATS as FORMATS, QUANTIZATIONS
 # Verification tolerances: max |probability difference| for float formats, top-1 agreement otherwise.
 MAX_ABS_DIFF = {("saved_model", "none"): 1e-5, ("tflite", "none"): 1e-4, ("tflite", "float16"): 1e-2}
 MIN_TOP1_AGREEMENT = {("tflite", "dynamic"): 0.9, ("tflite", "int8"): 0.8}
-# Classes whose Keras probabilities are this close are a tie that 8-bit arithmetic may order either way: a
-# quantized model answering either one agrees. (A barely trained model has many such ties; counting them as
-# disagreements failed sound int8 exports of a 4-epoch NIN at 0.61-0.75 top-1 agreement.)
-TIE = 0.01
+# Classes whose Keras probabilities are closer than one step of an 8-bit probability are a tie that a quantized
+# model may order either way: answering either one agrees. (A barely trained model has many such ties; counting
+# them as disagreements failed sound int8 exports of a 4-epoch NIN at 0.61-0.75 top-1 agreement.)
+TIE = 1 / 256
 BYTES_SIGNATURE = "serving_bytes"
 
 
@@ -108,6 +108,11 @@ def _tflite_bytes(saved_model_dir, quantize, representative=None):
         converter.target_spec.supported_types = [tf.float16]
     if quantize == "int8":
         def dataset():
+            # A black and a white image first: the uint8 input then spans 0-255 with scale 1 and zero point 0,
+            # so the raw pixel bytes that apps (MediaPipe) feed in are the model's input as they are.
+            for image, _ in representative.take(1):
+                yield [tf.zeros_like(image, tf.float32)]
+                yield [tf.fill(tf.shape(image), 255.0)]
             for image, _ in representative:
                 yield [tf.cast(image, tf.float32)]
 
@@ -156,13 +161,15 @@ class MediaPipeClassifier:
     """Runs a .tflite the way a phone app does: MediaPipe Tasks' ImageClassifier, reading the file's metadata.
 
     Calling it on RGB images (0-255, the model's input size) gives one row of
-    scores per image, filled from MediaPipe's categories by index;
+    scores per image (`classes` long: by default as many as MediaPipe answers),
+    filled from MediaPipe's categories by index;
     `names[i]` holds the category names MediaPipe gave for image i's scores.
     """
 
-    def __init__(self, path_or_bytes):
+    def __init__(self, path_or_bytes, classes=None):
         from mediapipe.tasks.python import BaseOptions, vision
 
+        self.classes = classes
         base = (BaseOptions(model_asset_buffer=path_or_bytes) if isinstance(path_or_bytes, bytes)
                 else BaseOptions(model_asset_path=path_or_bytes))
         self.classifier = vision.ImageClassifier.create_from_options(
@@ -177,7 +184,7 @@ class MediaPipeClassifier:
             pixels = np.ascontiguousarray(np.clip(np.round(image), 0, 255).astype(np.uint8))
             categories = self.classifier.classify(mp.Image(image_format=mp.ImageFormat.SRGB, data=pixels)
                                                   ).classifications[0].categories
-            row = np.zeros(len(categories), np.float32)
+            row = np.zeros(self.classes or len(categories), np.float32)
             for category in categories:
                 row[category.index] = category.score
             rows.append(row)
@@ -305,10 +312,11 @@ def _verify(net, artifact, fmt, quantize, data):
     """
     images = np.round(sample_images(net, data)[0])
     expected = net.predict(images, verbose=0)
-    runtimes = {"saved_model": {"tensorflow": run_artifact(artifact, fmt)}}.get(fmt) or {
-        "litert": TFLiteRunner(artifact), "mediapipe": MediaPipeClassifier(artifact)}
+    runtimes = {"tensorflow": lambda: run_artifact(artifact, fmt)} if fmt == "saved_model" else {
+        "litert": lambda: TFLiteRunner(artifact), "mediapipe": lambda: MediaPipeClassifier(artifact, len(expected[0]))}
     results = {}
-    for runtime, run in runtimes.items():
+    for runtime, start in runtimes.items():
+        run = start()
         try:
             got = run(images)
         finally:
@@ -334,15 +342,17 @@ def artifact_labels(artifact):
     (a training run's), else None."""
     if str(artifact).endswith(".tflite") and os.path.isfile(artifact):
         with open(artifact, "rb") as f:
-            metadata = tflite_metadata.read(f.read())
+            content = f.read()
+        try:
+            metadata = tflite_metadata.read(content)
+        except Exception:  # noqa: BLE001 -- another tool's file: its metadata is not ours to judge here
+            metadata = None
         if metadata and metadata["labels"]:
             return metadata["labels"]
     card = card_path(artifact)
-    if os.path.exists(card):
+    if os.path.exists(card):  # the card is the artifact's own word, even that it has no labels
         with open(card) as f:
-            labels = json.load(f).get("labels")
-        if labels:
-            return labels
+            return json.load(f).get("labels")
     for folder in (os.path.dirname(os.path.abspath(artifact.rstrip(os.sep))), artifact):
         path = os.path.join(folder, "labels.txt")
         if os.path.isfile(path):

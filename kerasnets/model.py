@@ -18,6 +18,8 @@ every instance with `model.fast_predict = False`.
 import keras
 import numpy as np
 
+from kerasnets import layers  # noqa: F401  (registers the layers that files saved by kerasnets hold)
+
 FAST_PREDICT_DEFAULT = True
 
 
@@ -95,12 +97,13 @@ keras.saving.get_custom_objects().setdefault("KerasnetsModel", KerasnetsModel)
 
 def load_model(path, compile=False, **kwargs):
     """`keras.saving.load_model(path)` for kerasnets' tools: a plain functional model comes back as a
-    KerasnetsModel (same layers and weights), so its `predict` is the fast one.
+    KerasnetsModel (same layers and weights), so its `predict` is the fast one (with `compile=True`, a
+    compiled file comes back as Keras loads it, optimizer and all).
 
     Trained models are saved as plain functional models (`model.keras` opens
     with Keras alone); loading them here restores the faster predict.
     """
     model = keras.saving.load_model(path, compile=compile, **kwargs)
-    if type(model).__name__ == "Functional" and len(model.inputs) == 1:
-        model = KerasnetsModel(model.inputs, model.outputs, name=model.name)
+    if not model.compiled and type(model).__name__ == "Functional" and len(model.inputs) == 1:
+        model = KerasnetsModel(model.input, model.output, name=model.name)
     return model

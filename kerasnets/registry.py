@@ -77,9 +77,9 @@ _modules_imported = False
 def _registry():
     global _modules_imported
     if not _modules_imported:
-        _modules_imported = True
-        for module in MODEL_MODULES:
+        for module in MODEL_MODULES:  # (a module imported twice registers once: Python caches it)
             importlib.import_module(f"kerasnets.{module}")
+        _modules_imported = True
     return _REGISTRY
 
 

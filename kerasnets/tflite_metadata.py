@@ -123,22 +123,30 @@ def read(model_bytes):
         names = {v: k for k, v in vars(model_fb.TensorType).items() if not k.startswith("_")}
         return {"shape": t.ShapeAsNumpy().tolist(), "dtype": names[t.Type()].lower()}
 
-    subgraph = meta.subgraphMetadata[0]
-    image, scores = subgraph.inputTensorMetadata[0], subgraph.outputTensorMetadata[0]
-    norm = next(u.options for u in image.processUnits or []
-                if u.optionsType == metadata_fb.ProcessUnitOptions.NormalizationOptions)
+    # Other tools' files may leave any part out: what is missing reads as None.
+    subgraph = (meta.subgraphMetadata or [metadata_fb.SubGraphMetadataT()])[0]
+    image = (subgraph.inputTensorMetadata or [metadata_fb.TensorMetadataT()])[0]
+    scores = (subgraph.outputTensorMetadata or [metadata_fb.TensorMetadataT()])[0]
+    norm = next((u.options for u in image.processUnits or []
+                 if u.optionsType == metadata_fb.ProcessUnitOptions.NormalizationOptions), None)
     labels = None
     label_file = next((f for f in scores.associatedFiles or []
                        if f.type == metadata_fb.AssociatedFileType.TENSOR_AXIS_LABELS), None)
     if label_file is not None:
-        with zipfile.ZipFile(io.BytesIO(model_bytes)) as archive:
-            labels = archive.read(_text(label_file.name)).decode("utf8").splitlines()
+        try:
+            with zipfile.ZipFile(io.BytesIO(model_bytes)) as archive:
+                labels = archive.read(_text(label_file.name)).decode("utf8").splitlines()
+        except (zipfile.BadZipFile, KeyError):
+            labels = None
     color_spaces = {v: k for k, v in vars(metadata_fb.ColorSpaceType).items() if not k.startswith("_")}
+    properties = image.content.contentProperties if image.content is not None else None
     return {
         "name": _text(meta.name), "description": _text(meta.description), "version": _text(meta.version),
         "author": _text(meta.author), "min_parser_version": _text(meta.minParserVersion),
-        "input": {"name": _text(image.name), "color_space": color_spaces[image.content.contentProperties.colorSpace],
-                  "mean": [float(v) for v in norm.mean], "std": [float(v) for v in norm.std],
+        "input": {"name": _text(image.name),
+                  "color_space": color_spaces.get(getattr(properties, "colorSpace", None)),
+                  "mean": None if norm is None else [float(v) for v in norm.mean],
+                  "std": None if norm is None else [float(v) for v in norm.std],
                   **tensor(graph.Inputs(0))},
         "output": {"name": _text(scores.name), **tensor(graph.Outputs(0))},
         "labels": labels,

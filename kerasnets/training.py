@@ -169,7 +169,7 @@ def freeze(model, freeze_backbone=False, fine_tune_from=None):
         if index > 0:
             frozen = set(_ancestors(model.get_layer(names[index - 1])))
     for layer in model.layers:
-        if layer.name in frozen:
+        if layer.name in frozen or layer.name == kn_layers.PREPROCESS_NAME:  # the normalisation is never trained
             layer.trainable = False
     return frozen
 
@@ -427,7 +427,8 @@ def train(model, data, *, image_size=None, epochs=10, batch_size=32, weights=Non
     # Multi-worker collectives must be set up before TensorFlow runs anything else.
     strategy = make_strategy(distribute)
     multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-    if multi_worker and strategy.cluster_resolver.task_id != 0:
+    is_chief, chief_output = not multi_worker or strategy.cluster_resolver.task_id == 0, output
+    if not is_chief:
         # Only the chief writes the run directory; the other workers write beside it, to be discarded.
         output = os.path.join(output, f"worker_{strategy.cluster_resolver.task_id}")
         overwrite = overwrite or not resume
@@ -476,13 +477,20 @@ def train(model, data, *, image_size=None, epochs=10, batch_size=32, weights=Non
         epoch_line = EpochLine(found.train_count, epochs)
         history_file = HistoryFile(os.path.join(output, "history.csv"))
         check_epoch = min(math.ceil(recipe.warmup_epochs) + 1, epochs - 1)
-        learning_check = LearningCheck(classes, check_epoch, os.path.join(output, "backup"))
+        backup_dir = os.path.join(chief_output, "backup")  # the chief's, for every worker
+        learning_check = LearningCheck(classes, check_epoch, backup_dir)
+        if is_chief:
+            backups = [keras.callbacks.BackupAndRestore(backup_dir)]
+        else:  # restores from the chief's backup when resuming, writes none
+            from kerasnets import distributed
+
+            backups = [distributed.ChiefBackup(backup_dir)] if resume else []
         callbacks = [
             learning_check,
             history_file,
             epoch_line,
             keras.callbacks.TensorBoard(os.path.join(output, "logs")),
-            keras.callbacks.BackupAndRestore(os.path.join(output, "backup")),
+            *backups,
         ]
         try:
             if multi_worker:
@@ -502,16 +510,17 @@ def train(model, data, *, image_size=None, epochs=10, batch_size=32, weights=Non
         if recomputed:
             say(f"batch-norm statistics recomputed over {recomputed} training batches of the final weights")
         if multi_worker:  # each worker recomputed them on its own batches: pooled, every worker saves the same model
-            distributed.sync_batch_norm_statistics(net, strategy)
+            distributed.BatchNormPool(net, strategy)()
         # model.keras computes in float32 whatever the run's precision (portable, exportable; see
         # kerasnets.precision.with_precision for bfloat16 inference), and metrics.json scores that model.
         saved = net if policy == "float32" else precision_lib.with_precision(net, "off")
         # A plain functional model (built-in layers only): plain Keras opens model.keras without kerasnets.
-        saved = keras.Model(saved.inputs, saved.outputs, name=saved.name)
+        saved = keras.Model(saved.input, saved.output, name=saved.name)
+        # The trained optimizer goes with it, so training can go on from the file.
+        saved.compile(optimizer=net.optimizer, **_loss_and_metrics(classes, recipe.label_smoothing))
         if multi_worker:  # every image once, on each worker (Keras' evaluate fails under this strategy)
             results = distributed.evaluate(saved, found.eval.map(one_hot), *make_metrics())
-        else:  # the trained optimizer goes with it, so training can go on from the file
-            saved.compile(optimizer=net.optimizer, **_loss_and_metrics(classes, recipe.label_smoothing))
+        else:
             results = saved.evaluate(eval_ds, verbose=0, return_dict=True)
         rows = history_file.rows or []
         history.history = {k: [float(r[k]) for r in rows] for k in rows[0] if k != "epoch"} if rows else \

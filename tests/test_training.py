@@ -231,7 +231,9 @@ def test_trained_model_opens_with_plain_keras(run, readme_runs, digits, tmp_path
     assert result.stdout.split("\n")[-2] == "Functional []", result.stdout
     model = kerasnets.load_model(path)  # through kerasnets: the fast predict is back
     assert isinstance(model, kerasnets.KerasnetsModel)
-    np.testing.assert_allclose(np.load(tmp_path / "plain.npy"), model.predict(images, verbose=0), atol=1e-6)
+    plain = np.load(tmp_path / "plain.npy")
+    assert plain.shape == (100, 10)
+    np.testing.assert_allclose(plain, model.predict(images, verbose=0), atol=1e-6)
     # A legacy HDF5 whole-model file of it loads too.
     model.save(tmp_path / "model.h5")
     np.testing.assert_allclose(keras.saving.load_model(tmp_path / "model.h5").predict(images, verbose=0),
@@ -262,8 +264,12 @@ def test_bfloat16_inference_agrees_with_float32(readme_runs, digits, capsys):
     full, half = model.predict(images, verbose=0), fast.predict(images, verbose=0)
     assert half.dtype == np.float32
     agreement = float(np.mean(full.argmax(1) == half.argmax(1)))
-    print(f"bfloat16 vs float32 top-1 agreement on the digits test split: {agreement:.4f}")
-    assert agreement >= 0.995
+    # bfloat16 keeps 8 significant bits: classes float32 scores within one 8-bit step are a tie either may break.
+    chosen = full[np.arange(len(full)), half.argmax(1)]
+    within_ties = float(np.mean(chosen >= full.max(1) - export.TIE))
+    print(f"bfloat16 vs float32 top-1 agreement on the digits test split: {agreement:.4f} "
+          f"({within_ties:.4f} counting near-ties)")
+    assert within_ties >= 0.995 and agreement >= 0.99
     # The command line does the same for a trained model and an image.
     image = os.path.join(digits, "test", "3", sorted(os.listdir(os.path.join(digits, "test", "3")))[0])
     assert cli.main(["predict", path, image, "--top-k", "1", "--precision", "bfloat16"]) == 0
@@ -311,6 +317,22 @@ def test_mixed_precision_on_cpu(mixed_folder, tmp_path, precision):
     if precision == "float16":
         assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
     assert keras.mixed_precision.global_policy().name == "float32"  # restored
+
+
+@pytest.mark.parametrize("suffix", [".weights.h5", ".keras"])
+def test_bare_backbone_files_fill_a_model_with_a_weighted_normalisation(suffix, tmp_path):
+    """ResNet-50 v1 normalises as caffe did (channel flip: a frozen 1x1 convolution before the network)."""
+    path = str(tmp_path / f"bare{suffix}")
+    bare = kerasnets.resnet50(include_top=False, pooling="avg", input_shape=(32, 32, 3))
+    bare.save_weights(path) if suffix == ".weights.h5" else bare.save(path)
+    model = training.build_model("resnet50", 3, 32, weights=path)
+    assert model.get_layer("image.Preprocess").weights  # the flip and mean, kept as built
+    for layer in (layer for layer in bare.layers if layer.weights):
+        for mine, theirs in zip(model.get_layer(layer.name).weights, layer.weights):
+            np.testing.assert_array_equal(mine.numpy(), theirs.numpy(), err_msg=mine.path)
+    model.trainable = True  # what a fine-tuning script does: the normalisation stays frozen once trained
+    training.freeze(model)
+    assert not model.get_layer("image.Preprocess").trainable
 
 
 def test_transfer_learning_freezes_what_it_says(tmp_path):
@@ -485,6 +507,48 @@ def test_two_local_workers_end_with_one_model_and_exact_metrics(digits, tmp_path
     assert abs(metrics["accuracy"] - single) <= 0.05
 
 
+def test_two_workers_resume_after_one_dies(digits, tmp_path):
+    """A worker killed mid-run: the chief waits in an all-reduce, is stopped, and both resume from the backup."""
+    workers = [f"localhost:{port}" for port in _free_ports(2)]
+    output = str(tmp_path / "run")
+    args = ["-m", "kerasnets", "train", "nin", "--data", digits, "--image-size", "8", "--epochs", "4",
+            "--batch-size", "32", "--distribute", "multi-worker", "--output", output, "--verbose", "0"]
+
+    def start(extra=()):
+        return [_run(args + list(extra), env={**os.environ, "TF_CONFIG": json.dumps(
+            {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})}) for index in range(2)]
+
+    first = start()
+    backup = os.path.join(output, "backup", "training_metadata.json")
+    deadline = time.time() + 300
+    while not os.path.exists(backup) and all(p.poll() is None for p in first) and time.time() < deadline:
+        time.sleep(0.1)
+    assert os.path.exists(backup), first[0].communicate()[0][-2000:]
+    first[1].send_signal(signal.SIGKILL)
+    try:
+        first[0].wait(timeout=15)  # it waits for the dead worker in its next all-reduce, or fails
+    except subprocess.TimeoutExpired:
+        first[0].send_signal(signal.SIGKILL)
+    for process in first:
+        process.communicate()
+    assert not os.path.exists(os.path.join(output, "model.keras"))
+    assert not os.path.exists(os.path.join(output, "worker_1", "backup"))  # only the chief's backup exists
+    rows_before = training.read_history(os.path.join(output, "history.csv"))
+    assert 1 <= len(rows_before) < 4
+
+    second = start(["--resume"])
+    outputs = [p.communicate(timeout=600)[0] for p in second]
+    for process, out in zip(second, outputs):
+        assert process.returncode == 0, out[-3000:]
+    assert len([line for line in outputs[0].splitlines() if "] epoch " in line]) == 4 - len(rows_before)
+    rows = training.read_history(os.path.join(output, "history.csv"))
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3] and rows[0] == rows_before[0]
+    chief = keras.saving.load_model(os.path.join(output, "model.keras"))
+    other = keras.saving.load_model(os.path.join(output, "worker_1", "model.keras"))
+    for mine, theirs in zip(chief.weights, other.weights):
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy(), err_msg=mine.path)
+
+
 def test_training_continues_from_a_keras_file(mixed_folder, tmp_path):
     first, _ = training.train("nin", mixed_folder, image_size=12, epochs=1, batch_size=8,
                               output=str(tmp_path / "first"), verbose=0)
@@ -594,7 +658,7 @@ def test_nin_starts_with_live_class_maps():
 
 def test_learning_check_stops_on_nan_loss_and_on_nan_weights_that_the_loss_hides(tmp_path):
     """A ReLU may map NaN to 0, so a network of NaN weights can report a finite loss of ln(classes)."""
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="scores")])
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="scores")], name="probe")
     check = training.LearningCheck(3, check_epoch=1, backup_dir=str(tmp_path / "backup"))
     check.set_model(model)
     check.on_epoch_begin(0)
@@ -606,7 +670,7 @@ def test_learning_check_stops_on_nan_loss_and_on_nan_weights_that_the_loss_hides
     kernel.assign(np.where(np.eye(4, 3) > 0, np.inf, 0.0).astype("float32"))
     (tmp_path / "backup").mkdir()
     with pytest.raises(training.TrainingDiverged,
-                       match=r"weights became infinite in epoch 2 \(sequential/scores/kernel\) while the training loss read "
+                       match=r"weights became infinite in epoch 2 \(probe/scores/kernel\) while the training loss read "
                              r"1.099; the last good state .* is kept in"):
         check.on_epoch_end(1, {"loss": math.log(3)})
 
