@@ -27,8 +27,10 @@ setup(
     extras_require={
         # scikit-learn: its bundled digits are the real images the learning tests train on;
         # nbclient/nbformat/ipykernel run the notebooks in notebooks/ as tests; jax is a second Keras
-        # backend, on which the builders must build and load every weight layout as they do on TF.
-        "test": ["pytest", "scikit-learn", "nbclient", "nbformat", "ipykernel", "jax"],
+        # backend, on which the builders must build and load every weight layout as they do on TF;
+        # pytest-xdist runs the test files on two workers (pytest.ini), which keeps both cores busy while
+        # one of them traces or writes files.
+        "test": ["pytest", "pytest-xdist", "scikit-learn", "nbclient", "nbformat", "ipykernel", "jax"],
     },
     entry_points={"console_scripts": ["kerasnets=kerasnets.cli:main"]},
 )

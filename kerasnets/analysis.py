@@ -26,7 +26,7 @@ import json
 
 import keras
 
-from kerasnets import common
+from kerasnets import features, graph
 
 UNALIGNED = "unaligned"
 MACS_NOTE = ("MACs count convolutions (grouped/depthwise/separable) and dense layers; normalisation, "
@@ -85,8 +85,8 @@ def _geometry(layer):
 def receptive_fields(model):
     """{layer name: (r, S, P) per axis as tuples, or None once global} for every layer."""
     fields = {}
-    for layer in common.layers_in_network_order(model):
-        parents = [t._keras_history.operation.name for node in layer._inbound_nodes[:1] for t in node.input_tensors]
+    for layer in graph.layers_in_network_order(model):
+        parents = [p.name for p in graph.parents(layer, first_call_only=True)]
         if not parents:
             fields[layer.name] = ((1, 1), (1, 1), (0, 0))
             continue
@@ -121,12 +121,6 @@ def _merge(incoming, name):
     return (tuple(largest[a][0][a] for a in (0, 1)), incoming[0][1], tuple(largest[a][2][a] for a in (0, 1)))
 
 
-def _children(layer, members):
-    for node in layer._outbound_nodes:
-        if node.operation.name in members:
-            yield node.operation
-
-
 def _scalar(pair):
     return pair[0] if pair[0] == pair[1] else list(pair)
 
@@ -147,13 +141,13 @@ def summarize(model, input_size=None):
     elif input_size is not None and tuple(model.input_shape[1:3]) != (input_size, input_size):
         raise ValueError(f"input_size={input_size} differs from the model's input {model.input_shape[1:3]}; "
                          "pass a registry name to build it at that size")
-    names = common.endpoints(model)
+    names = features.endpoints(model)
     order = {name: i for i, name in enumerate(names)}
     members = {layer.name: layer for layer in model.layers}
     first_endpoint = {}
     # Walk from the output back to the input, so every child is known before its parents.
-    for layer in reversed(common.layers_in_network_order(model)):
-        candidates = [first_endpoint[c.name] for c in _children(layer, members) if c.name in first_endpoint]
+    for layer in reversed(graph.layers_in_network_order(model)):
+        candidates = [first_endpoint[c.name] for c in graph.children(layer, members) if c.name in first_endpoint]
         if layer.name in order:
             candidates.append(order[layer.name])
         if candidates:

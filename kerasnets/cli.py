@@ -37,18 +37,18 @@ def cmd_summary(args):
 
 
 def cmd_list(args):
-    from kerasnets import analysis, registry
+    from kerasnets import registry
 
     names = registry.list_models(args.pattern)
     if not names:
         raise ValueError(f"no registered model matches pattern {args.pattern!r}; known: {registry.list_models()}")
     width = max(len(n) for n in names)
-    print(f"{'model':<{width}}  input  classes  {'params':>11}  {'MACs':>14}  weights")
-    for name in names:
+    print(f"{'model':<{width}}  input  classes  {'params':>11}  {'MACs':>14}  weights (top-1 %)")
+    for name in names:  # registry data only: nothing is built
         config = registry.get_config(name)
-        total = analysis.summarize(config.builder(weights=None))[-1]
-        print(f"{name:<{width}}  {config.default_size:>5}  {config.classes:>7}  {total['params']:>11,}  "
-              f"{total['macs']:>14,}  {','.join(config.weights) or '-'}", flush=True)
+        weights = ", ".join(f"{w.tag} ({w.top1})" if w.top1 else w.tag for w in config.weights) or "-"
+        print(f"{name:<{width}}  {config.default_size:>5}  {config.classes:>7}  {config.params:>11,}  "
+              f"{config.macs:>14,}  {weights}")
 
 
 def cmd_train(args):

@@ -27,7 +27,7 @@ from kerasnets import layers as kn_layers
 from kerasnets import precision as precision_lib
 from kerasnets import registry
 from kerasnets import tflite_metadata
-from kerasnets.common import atomic_write, say
+from kerasnets.output import atomic_write, say
 from kerasnets.model import load_model as load_model_file
 from kerasnets.options import EXPORT_FORMATS as FORMATS, QUANTIZATIONS
 

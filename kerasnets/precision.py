@@ -76,6 +76,8 @@ def with_precision(model, mode="bfloat16"):
             config["dtype"] = "float32" if layer.name in output_layers else policy
         return layer.__class__.from_config(config)
 
+    from kerasnets.model import with_fast_predict
+
     copy = keras.models.clone_model(model, clone_function=clone)
     copy.set_weights(model.get_weights())
-    return copy
+    return with_fast_predict(copy) if type(copy).__name__ == "Functional" else copy

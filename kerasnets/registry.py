@@ -1,24 +1,34 @@
-"""A registry of model builders, with their pretrained weights described as data.
+"""The registry: every model's facts and its published weights, as data.
 
-Modelled on timm's registry and torchvision's weight enums: every entry says
-what input it expects, how to preprocess it, how many classes it predicts and
-which published files it can load (URL and the MD5 keras.applications
-publishes), so tools (CLI, training, export) never hard-code per-model facts.
+Modelled on timm's registry and pretrained configs and torchvision's weight
+enums: an entry says what input the model expects, which endpoints it has
+(with their channels and reductions), how many parameters and multiply-adds it
+has at its default size, and which published weights it can load (files with
+URL and hash, the layout they are written in, class count, preprocessing,
+input size, published accuracy and its source). Tools (CLI, training, export)
+read these facts instead of hard-coding them, and `list_models` /
+`kerasnets list` build nothing. The conformance suite checks every stored
+count against the built model.
 """
 
 import dataclasses
 import difflib
 import fnmatch
 import importlib
-from typing import Callable, Mapping, Optional
+from typing import Callable, Optional, Tuple
+
+from kerasnets.features import FeatureInfo
+
+PREPROCESSING_MODES = ("tf", "torch", "caffe")  # keras.applications' imagenet_utils modes
+LAYOUTS = ("keras_applications", "slim", "keras3")
 
 
 @dataclasses.dataclass(frozen=True)
 class WeightsFile:
-    """One published weights file."""
+    """One published file."""
 
     url: str
-    md5: str
+    md5: str  # as the publisher gives it (keras.applications publishes MD5s)
     include_top: bool
 
     @property
@@ -27,18 +37,66 @@ class WeightsFile:
 
 
 @dataclasses.dataclass(frozen=True)
+class PretrainedWeights:
+    """One published set of weights for a model (torchvision's `Weights`, timm's pretrained cfg)."""
+
+    tag: str  # what `weights=` takes, e.g. "imagenet"
+    files: Tuple[WeightsFile, ...]  # with the classifier and without
+    layout: str  # how the file names the variables: one of LAYOUTS
+    classes: int = 1000
+    label_offset: int = 0  # 1 where class 0 is a "background" class (TF-slim's 1001)
+    preprocessing: str = "tf"
+    input_size: int = 224
+    top1: Optional[float] = None  # published ImageNet top-1 accuracy, percent
+    top1_source: str = ""
+
+    def file(self, include_top):
+        for entry in self.files:
+            if entry.include_top == include_top:
+                return entry
+        return None
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """What a user (or a tool) needs to know about a registered model."""
 
     name: str
     builder: Callable
+    family: str  # the module under kerasnets.models
+    paper: str
     default_size: int
     min_size: int
-    preprocessing: str  # "tf": [-1, 1]; "caffe": BGR mean-subtracted; "torch": ImageNet std.
-    classes: int
-    paper: str
-    # tag ("imagenet") -> files, one with the classifier and one without.
-    weights: Mapping[str, tuple] = dataclasses.field(default_factory=dict)
+    features: Tuple[FeatureInfo, ...]  # every endpoint, in network order, at the default size
+    params: int  # with the classifier, at the default size
+    macs: int
+    classes: int = 1000
+    preprocessing: str = "tf"  # the normalisation its published weights expect (training uses it too)
+    weights: Tuple[PretrainedWeights, ...] = ()
+
+    @property
+    def endpoints(self):
+        return tuple(f.endpoint for f in self.features)
+
+    @property
+    def weight_tags(self):
+        return tuple(w.tag for w in self.weights)
+
+    def pretrained(self, tag):
+        """The published weights named `tag`; ValueError naming the tags there are."""
+        for entry in self.weights:
+            if entry.tag == tag:
+                return entry
+        raise ValueError(f"weights={tag!r}: no published weights of that name for model {self.name!r}. "
+                         f"Available: {list(self.weight_tags) or 'none'} (or the path of a weights file).")
+
+    def weights_file(self, tag, include_top):
+        """The published file for `tag`, with or without the classifier."""
+        entry = self.pretrained(tag).file(include_top)
+        if entry is None:
+            raise ValueError(f"weights={tag!r}: no published file for model {self.name!r} "
+                             f"with include_top={include_top}.")
+        return entry
 
     def preprocess(self, x):
         """The model's input normalisation of RGB pixels in [0, 255] (keras.applications' modes)."""
@@ -46,39 +104,33 @@ class ModelConfig:
 
         return keras.applications.imagenet_utils.preprocess_input(x, mode=self.preprocessing)
 
-    def weights_file(self, tag, include_top):
-        """The published file for `tag`, with or without the classifier."""
-        for entry in self.weights.get(tag, ()):
-            if entry.include_top == include_top:
-                return entry
-        raise ValueError(
-            f"weights={tag!r}: no published file for model {self.name!r} "
-            f"with include_top={include_top}. Available: {sorted(self.weights) or 'none'}."
-        )
-
 
 KERAS_APPLICATIONS_ROOT = "https://storage.googleapis.com/tensorflow/keras-applications/"
+KERAS_APPLICATIONS_TABLE = "https://keras.io/api/applications/"  # where keras.applications' top-1 are published
 
 
-def keras_applications_weights(stem, top_md5, notop_md5):
-    """{"imagenet": (top, notop)} for keras.applications' `<stem>_weights_tf_dim_ordering_tf_kernels[_notop].h5`."""
+def keras_applications_weights(stem, top_md5, notop_md5, *, preprocessing, input_size, top1):
+    """keras.applications' `imagenet` weights: `<stem>_weights_tf_dim_ordering_tf_kernels[_notop].h5`."""
     url = f"{KERAS_APPLICATIONS_ROOT}{stem}_weights_tf_dim_ordering_tf_kernels"
-    return {"imagenet": (WeightsFile(f"{url}.h5", top_md5, include_top=True),
-                         WeightsFile(f"{url}_notop.h5", notop_md5, include_top=False))}
+    return PretrainedWeights(
+        tag="imagenet", layout="keras_applications", preprocessing=preprocessing, input_size=input_size,
+        files=(WeightsFile(f"{url}.h5", top_md5, include_top=True),
+               WeightsFile(f"{url}_notop.h5", notop_md5, include_top=False)),
+        top1=top1, top1_source=KERAS_APPLICATIONS_TABLE)
 
 
 _REGISTRY: dict = {}
-# The modules whose builders register themselves, imported at the first lookup (not with the
-# package, so that `kerasnets --help` needs no TensorFlow).
-MODEL_MODULES = ("inception_v3", "xception", "resnet", "nin")
 _modules_imported = False
 
 
 def _registry():
+    """Imports the model families at the first lookup (not with the package: `kerasnets --help` needs no TF)."""
     global _modules_imported
     if not _modules_imported:
-        for module in MODEL_MODULES:  # (a module imported twice registers once: Python caches it)
-            importlib.import_module(f"kerasnets.{module}")
+        from kerasnets.models import FAMILIES
+
+        for family in FAMILIES:  # (a module imported twice registers once: Python caches it)
+            importlib.import_module(f"kerasnets.models.{family}")
         _modules_imported = True
     return _REGISTRY
 
@@ -87,18 +139,22 @@ def register(config: ModelConfig):
     """Adds a model to the registry; returns the config."""
     if config.name in _REGISTRY:
         raise ValueError(f"model {config.name!r} is already registered")
+    if config.preprocessing not in PREPROCESSING_MODES:
+        raise ValueError(f"{config.name}: preprocessing must be one of {PREPROCESSING_MODES}")
+    for entry in config.weights:
+        if entry.layout not in LAYOUTS or entry.preprocessing not in PREPROCESSING_MODES:
+            raise ValueError(f"{config.name}: weights {entry.tag!r} has an unknown layout or preprocessing")
     _REGISTRY[config.name] = config
     return config
 
 
-def list_models(pattern: Optional[str] = None):
-    """Registered model names, sorted, filtered by an fnmatch `pattern` (e.g. "resnet*")."""
-    names = sorted(_registry())
-    if pattern is None:
-        return names
-    if not isinstance(pattern, str):
+def list_models(pattern: Optional[str] = None, pretrained: bool = False):
+    """Registered model names, sorted, filtered by an fnmatch `pattern` (e.g. "resnet*");
+    `pretrained=True` keeps those with published weights. Builds nothing."""
+    if pattern is not None and not isinstance(pattern, str):
         raise TypeError(f"pattern must be a string or None, got {pattern!r}")
-    return [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+    names = sorted(name for name, config in _registry().items() if config.weights or not pretrained)
+    return names if pattern is None else [n for n in names if fnmatch.fnmatchcase(n, pattern)]
 
 
 def get_config(name: str) -> ModelConfig:

@@ -26,14 +26,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasnets import common
-from kerasnets.common import atomic_write, say
+from kerasnets import features, graph
 from kerasnets import data as data_lib
 from kerasnets import layers as kn_layers
 from kerasnets import precision as precision_lib
 from kerasnets import recipes
 from kerasnets import registry
-from kerasnets.model import KerasnetsModel
+from kerasnets.output import atomic_write, say
+from kerasnets.model import functional
 from kerasnets.options import DISTRIBUTIONS
 
 HEAD = ("PreLogits", "Logits", "Predictions")
@@ -96,26 +96,13 @@ def build_model(model, classes, image_size, weights=None, dropout_rate=0.2, mode
     y = keras.layers.Dropout(dropout_rate, name="PreLogits")(base.output)
     y = keras.layers.Dense(classes, name="Logits")(y)
     y = keras.layers.Activation("softmax", dtype="float32", name="Predictions")(y)
-    return KerasnetsModel(inputs, y, name=base.name)
+    return functional(inputs, y, name=base.name)
 
 
 def _loss_and_metrics(classes, label_smoothing):
     top5 = [keras.metrics.TopKCategoricalAccuracy(5, name="top5_accuracy")] if classes > 5 else []
     return dict(loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
                 metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"), *top5])
-
-
-def _ancestors(layer):
-    """Every layer `layer` depends on, itself included."""
-    seen, stack = {}, [layer]
-    while stack:
-        current = stack.pop()
-        if current.name in seen:
-            continue
-        seen[current.name] = current
-        for node in current._inbound_nodes:
-            stack.extend(t._keras_history.operation for t in node.input_tensors)
-    return seen
 
 
 def recompute_batch_norm_statistics(model, dataset, max_batches=200):
@@ -162,12 +149,12 @@ def freeze(model, freeze_backbone=False, fine_tune_from=None):
     if freeze_backbone:
         frozen = {layer.name for layer in model.layers if layer.name not in HEAD}
     elif fine_tune_from:
-        names = common.endpoints(model)
+        names = features.endpoints(model)
         if fine_tune_from not in names:
             raise ValueError(f"--fine-tune-from {fine_tune_from!r} is not an endpoint of {model.name}; valid: {names}")
         index = names.index(fine_tune_from)
         if index > 0:
-            frozen = set(_ancestors(model.get_layer(names[index - 1])))
+            frozen = set(graph.ancestors(model.get_layer(names[index - 1])))
     for layer in model.layers:
         if layer.name in frozen or layer.name == kn_layers.PREPROCESS_NAME:  # the normalisation is never trained
             layer.trainable = False

@@ -1,4 +1,4 @@
-"""Test set-up: keep Keras' cache in a temporary directory (no downloads, no user files touched)."""
+"""Test set-up: keep Keras' cache in a temporary directory (no downloads, no user files touched); image folders."""
 
 import os
 import tempfile
@@ -7,3 +7,31 @@ import tempfile
 os.environ["KERAS_HOME"] = tempfile.mkdtemp(prefix="kerasnets-keras-home-")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from image_folders import write_digits_folder  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    return write_digits_folder(str(tmp_path_factory.mktemp("digits")))
+
+
+@pytest.fixture(scope="module")
+def mixed_folder(tmp_path_factory):
+    """Flat ROOT/<label>/ folder: grayscale, RGBA and RGB images of odd sizes, and one corrupt file."""
+    root = tmp_path_factory.mktemp("mixed")
+    rng = np.random.default_rng(0)
+    for label, channels in (("cat", 1), ("dog", 4), ("emu", 3)):
+        os.makedirs(root / label)
+        for i in range(8):
+            image = rng.integers(0, 256, (20 + 7 * i, 33 + 3 * i, channels), dtype=np.uint8)
+            encoded = tf.io.encode_png(image) if i % 2 else tf.io.encode_jpeg(image[..., :3] if channels == 4
+                                                                                else image)
+            tf.io.write_file(str(root / label / f"{i}.{'png' if i % 2 else 'jpg'}"), encoded)
+    (root / "dog" / "broken.jpg").write_bytes(b"\xff\xd8 this is not a jpeg")
+    (root / "notes.txt").write_text("not a class folder")
+    return str(root)

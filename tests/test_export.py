@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 from kerasnets import cli, data, export, tflite_metadata, training
+import without_kerasnets
 from image_folders import write_digits_folder
 
 
@@ -146,15 +147,8 @@ def test_predict_reads_label_names_from_the_tflite_itself(trained, tmp_path):
     assert top[0][0] == export.predict(str(run / "model.keras"), [image], top_k=1)[0][0][0]  # Keras' answer
 
 
-WITHOUT_KERASNETS = """
-import sys
-
-class NoKerasnets:  # the artifacts must run with TensorFlow / LiteRT alone
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] == "kerasnets":
-            raise ImportError("kerasnets must not be imported here")
-
-sys.meta_path.insert(0, NoKerasnets())
+# The artifacts must run with TensorFlow / LiteRT alone.
+WITH_TF_AND_LITERT = """
 import numpy as np, tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 images = np.load(sys.argv[1])
@@ -178,8 +172,8 @@ def test_exports_run_without_kerasnets(trained, tmp_path):
     model = export.load_model(trained["model"])[0]
     images = np.round(export.sample_images(model, trained["digits"])[0][:16]).astype(np.float32)
     np.save(tmp_path / "images.npy", images)
-    result = subprocess.run([sys.executable, "-c", WITHOUT_KERASNETS, str(tmp_path / "images.npy"), sm, tflite,
-                             str(tmp_path / "sm.npy"), str(tmp_path / "tflite.npy")], capture_output=True, text=True)
+    result = without_kerasnets.run(WITH_TF_AND_LITERT, tmp_path / "images.npy", sm, tflite, tmp_path / "sm.npy",
+                                   tmp_path / "tflite.npy")
     assert result.returncode == 0, result.stderr[-3000:]
     expected = model.predict(images, verbose=0)
     np.testing.assert_allclose(np.load(tmp_path / "sm.npy"), expected, atol=1e-5)

@@ -33,9 +33,10 @@ def test_keras_applications_files_give_keras_applications_outputs(name, tmp_path
     pooled = keras.Model(reference.input, reference.get_layer("avg_pool").output)
 
     ours = kerasnets.create_model(name, weights=top, input_shape=shape, classifier_activation=None)
-    assert rel_max_diff(ours.predict(images, verbose=0), reference.predict(images, verbose=0)) <= 1e-5
+    # One eager call each: tracing these deep networks for `predict` costs more than running one batch.
+    assert rel_max_diff(ours(images, training=False), reference(images, training=False)) <= 1e-5
     ours_notop = kerasnets.create_model(name, weights=notop, include_top=False, pooling="avg", input_shape=shape)
-    assert rel_max_diff(ours_notop.predict(images, verbose=0), pooled.predict(images, verbose=0)) <= 1e-5
+    assert rel_max_diff(ours_notop(images, training=False), pooled(images, training=False)) <= 1e-5
     assert ours.count_params() == reference.count_params()
 
 
@@ -162,10 +163,10 @@ def test_registry_lists_every_builder():
     ("resnet50", dict(final_endpoint="block2"), ValueError, "include_top=False"),
     ("resnet50", dict(input_shape=(31, 31, 3)), ValueError, "at least 32"),
     ("resnet50_v2", dict(weights="imagenet", classes=5), ValueError, "classes=5"),
-    ("resnet18", dict(weights="imagenet"), ValueError, "no published file"),
+    ("resnet18", dict(weights="imagenet"), ValueError, "weights='imagenet': no published weights for model 'resnet18'"),
     ("resnet34", dict(weights="/missing.h5"), FileNotFoundError, "weights='/missing.h5'"),
     ("nin", dict(variant="mnist"), ValueError, "variant must be one of"),
-    ("nin", dict(weights="imagenet"), ValueError, "no published NIN weights"),
+    ("nin", dict(weights="imagenet"), ValueError, "no published weights for model 'nin'; use None or a file"),
     ("nin", dict(input_shape=(32, 32)), ValueError, "3 entries"),
     ("resnet18", dict(input_shape=(3, 32, 32)), ValueError, r"looks channels-first.*use input_shape=\(32, 32, 3\)"),
     ("nin", dict(input_shape=(1, 28, 28)), ValueError, r"channels-last: use input_shape=\(28, 28, 1\)"),
@@ -181,15 +182,9 @@ def test_weights_of_another_family_are_refused(tmp_path):
     path = write_keras_applications_h5(reference, str(tmp_path / "resnet50.h5"))
     with pytest.raises(ValueError, match="another architecture"):
         kerasnets.resnet101(weights=path, input_shape=(32, 32, 3))
-    with pytest.raises(ValueError, match="conv2_block1_0_conv.*another architecture|another architecture"):
+    with pytest.raises(ValueError, match=r"has layer\(s\) \['conv1_conv', 'conv1_bn', 'conv2_block1_1_conv'\] that "
+                                         "'Xception' does not have .* another architecture"):
         kerasnets.xception(weights=path)
-
-
-def test_truncated_models():
-    model = kerasnets.resnet50(include_top=False, final_endpoint="block2", input_shape=(64, 64, 3))
-    assert kerasnets.endpoints(model)[-1] == "block2"
-    model = kerasnets.xception(include_top=False, final_endpoint="EntryFlow_Block1")
-    assert kerasnets.endpoints(model) == ["EntryFlow_Block1"]
 
 
 def test_published_weights_are_keras_applications_files():
@@ -202,10 +197,6 @@ def test_published_weights_are_keras_applications_files():
         top, notop = config.weights_file("imagenet", True), config.weights_file("imagenet", False)
         assert (top.md5, notop.md5) == keras_resnet.WEIGHTS_HASHES[stem]
         assert top.url == f"{keras_resnet.BASE_WEIGHTS_PATH}{stem}_weights_tf_dim_ordering_tf_kernels.h5"
-    from keras.src.applications import xception as keras_xception
-
-    assert kerasnets.get_config("xception").weights_file("imagenet", True).url == keras_xception.WEIGHTS_PATH
-    assert kerasnets.get_config("xception").weights_file("imagenet", False).url == keras_xception.WEIGHTS_PATH_NO_TOP
 
 
 def test_a_failed_download_is_one_clear_error(monkeypatch, tmp_path, capsys):
@@ -215,8 +206,8 @@ def test_a_failed_download_is_one_clear_error(monkeypatch, tmp_path, capsys):
     config = registry.get_config("resnet50")
     unreachable = tuple(registry.WeightsFile(f"http://weights.invalid/{name}.h5", "0" * 32, include_top=top)
                         for name, top in (("resnet50", True), ("resnet50_notop", False)))
-    monkeypatch.setitem(registry._REGISTRY, "resnet50",
-                        dataclasses.replace(config, weights={"imagenet": unreachable}))
+    imagenet = dataclasses.replace(config.pretrained("imagenet"), files=unreachable)
+    monkeypatch.setitem(registry._REGISTRY, "resnet50", dataclasses.replace(config, weights=(imagenet,)))
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
     with pytest.raises(ConnectionError, match=r"could not download http://weights\.invalid/resnet50_notop\.h5"):
         kerasnets.resnet50(weights="imagenet", include_top=False)

@@ -7,6 +7,7 @@ legacy HDF5 layout and, under TF-slim's variable names, as a TF checkpoint.
 
 import dataclasses
 import hashlib
+import importlib
 import logging
 import os
 import shutil
@@ -168,7 +169,6 @@ def test_slim_checkpoint_loads_aux_head(reference, tmp_path):
     _, aux_logits = model.predict(images, verbose=0)
     # Slim's aux head computed by hand from Mixed_6e of the reference network.
     import tensorflow as tf
-    mixed_6e = keras.Model(reference["model"].input, reference["model"].get_layer("mixed7").output)
     mixed_6e = keras.applications.InceptionV3(weights=None, include_top=False, input_shape=(299, 299, 3))
     mixed_6e.set_weights(reference["model"].get_weights()[:len(mixed_6e.get_weights())])
     x = keras.Model(mixed_6e.input, mixed_6e.get_layer("mixed7").output)(images)
@@ -210,8 +210,8 @@ def test_imagenet_fetches_published_file_with_hash_check(reference, monkeypatch)
     os.makedirs(os.path.dirname(cached), exist_ok=True)
     shutil.copy(reference["top"], cached)
     md5 = hashlib.md5(open(cached, "rb").read()).hexdigest()
-    patched = dataclasses.replace(config, weights={"imagenet": (dataclasses.replace(entry, md5=md5),)})
-    monkeypatch.setitem(registry._REGISTRY, "inception_v3", patched)
+    monkeypatch.setitem(registry._REGISTRY, "inception_v3",
+                        with_imagenet_files(config, dataclasses.replace(entry, md5=md5)))
     model = kerasnets.inception_v3(weights="imagenet", input_shape=SHAPE, classifier_activation=None)
     assert rel_max_diff(model.predict(reference["images"], verbose=0), reference["expected"]["Logits"]) <= 1e-5
 
@@ -223,15 +223,29 @@ def test_imagenet_hash_mismatch_is_refused(reference, monkeypatch, tmp_path):
     origin.parent.mkdir()
     shutil.copy(reference["notop"], origin)
     bad = dataclasses.replace(entry, url=origin.as_uri(), md5="0" * 32)
-    monkeypatch.setitem(registry._REGISTRY, "inception_v3", dataclasses.replace(config, weights={"imagenet": (bad,)}))
+    monkeypatch.setitem(registry._REGISTRY, "inception_v3", with_imagenet_files(config, bad))
     with pytest.raises(ValueError, match="(?i)corrupt|hash"):
         kerasnets.inception_v3(weights="imagenet", include_top=False, input_shape=SHAPE)
 
 
-def test_published_hashes_are_keras_applications_ones():
-    config = registry.get_config("inception_v3")
-    assert config.weights_file("imagenet", True).md5 == "9a0d58056eeedaa3f26cb7ebd46da564"
-    assert config.weights_file("imagenet", False).md5 == "bcbd6486424b2319ff4ef7d526e38f63"
+def with_imagenet_files(config, *files):
+    """`config` whose "imagenet" weights are `files`."""
+    imagenet = dataclasses.replace(config.pretrained("imagenet"), files=files)
+    return dataclasses.replace(config, weights=(imagenet,))
+
+
+@pytest.mark.parametrize("name", ["inception_v3", "xception"])
+def test_published_files_are_keras_applications_ones(name):
+    """URL and MD5 as keras.applications' own source has them (top first, then without)."""
+    import inspect
+    import re
+
+    source = importlib.import_module(f"keras.src.applications.{name}")
+    hashes = re.findall(r'file_hash="([0-9a-f]{32})"', inspect.getsource(source))
+    config = registry.get_config(name)
+    top, notop = config.weights_file("imagenet", True), config.weights_file("imagenet", False)
+    assert (top.url, notop.url) == (source.WEIGHTS_PATH, source.WEIGHTS_PATH_NO_TOP)
+    assert [top.md5, notop.md5] == hashes
 
 
 @pytest.mark.parametrize("suffix", [".weights.h5", ".keras"])

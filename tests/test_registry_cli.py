@@ -9,6 +9,7 @@ import pytest
 
 import kerasnets
 from kerasnets import analysis, cli
+import without_kerasnets
 
 
 def test_list_models_and_pattern():
@@ -30,9 +31,18 @@ def test_unknown_name_suggests_close_ones():
 def test_config_is_data():
     config = kerasnets.get_config("inception_v3")
     assert (config.default_size, config.min_size, config.preprocessing, config.classes) == (299, 75, "tf", 1000)
-    assert {w.include_top for w in config.weights["imagenet"]} == {True, False}
+    published = config.pretrained("imagenet")
+    assert (published.layout, published.classes, published.label_offset, published.input_size) == (
+        "keras_applications", 1000, 0, 299)
+    assert published.top1 == 77.9 and published.top1_source == "https://keras.io/api/applications/"
+    assert {w.include_top for w in published.files} == {True, False}
     assert all(w.url.startswith("https://storage.googleapis.com/tensorflow/keras-applications/")
-               for w in config.weights["imagenet"])
+               for w in published.files)
+    with pytest.raises(ValueError, match=r"weights='jft': no published weights .* Available: \['imagenet'\]"):
+        config.pretrained("jft")
+    assert kerasnets.list_models(pretrained=True) == [
+        "inception_v3", "resnet101", "resnet101_v2", "resnet152", "resnet152_v2", "resnet50", "resnet50_v2",
+        "xception"]
 
 
 def test_summary_rows_add_up():
@@ -67,9 +77,18 @@ def test_cli_summary_of_a_keras_file(tmp_path, capsys):
     assert "no such .keras file" in capsys.readouterr().err
 
 
-def test_cli_list(capsys):
-    assert cli.main(["list"]) == 0
-    assert "inception_v3" in capsys.readouterr().out
+def test_cli_list_reads_data_and_builds_nothing(capsys, monkeypatch):
+    import keras
+
+    def no_building(*args, **kwargs):
+        raise AssertionError("kerasnets list built a model")
+
+    monkeypatch.setattr(keras.Model, "__init__", no_building)
+    assert cli.main(["list", "resnet5*"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["model", "input", "classes", "params", "MACs", "weights", "(top-1", "%)"]
+    assert lines[1].split() == ["resnet50", "224", "1000", "25,636,712", "3,857,973,248", "imagenet", "(74.9)"]
+    assert lines[2].split()[:4] == ["resnet50_v2", "224", "1000", "25,613,800"] and len(lines) == 3
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -119,10 +138,10 @@ def test_commands_start_quietly():
 def test_fast_predict_equals_keras_predict():
     import numpy as np
 
-    from kerasnets.model import KerasnetsModel
+    from kerasnets import model as model_lib
 
     model = kerasnets.inception_v3(depth_multiplier=0.1, input_shape=(107, 107, 3), classes=4, aux_logits=True)
-    assert isinstance(model, KerasnetsModel) and model.fast_predict
+    assert type(model).__name__ == "Functional" and model.fast_predict
     images = np.random.default_rng(0).uniform(-1, 1, (7, 107, 107, 3)).astype("float32")
     fast = model.predict(images, batch_size=3, verbose=0)  # 3 + 3 + 1: the remainder batch too
     model.fast_predict = False
@@ -134,7 +153,7 @@ def test_fast_predict_equals_keras_predict():
     # One trace serves every batch size; inputs are cast to the model's dtype, as Keras' own path does.
     np.testing.assert_allclose(model.predict(images.astype("float64"), batch_size=5, verbose=0)[0], slow[0],
                                rtol=1e-6, atol=1e-7)
-    assert model._forward().experimental_get_tracing_count() == 1  # batches of 3, 1, 5 and 2
+    assert model_lib._forward(model).experimental_get_tracing_count() == 1  # batches of 3, 1, 5 and 2
     with pytest.raises(ValueError, match=r"x has shape \(7, 99, 99, 3\).*\(None, 107, 107, 3\)"):
         model.predict(np.zeros((7, 99, 99, 3), "float32"))
     with pytest.raises(ValueError, match="x holds no images"):
@@ -145,14 +164,50 @@ def test_fast_predict_equals_keras_predict():
     np.testing.assert_allclose(model.predict(images, verbose=0)[0], slow[0], rtol=1e-4, atol=1e-6)
 
 
-def test_models_save_and_load_as_keras_files(tmp_path):
+PLAIN_KERAS = """
+import keras, numpy as np
+model = keras.saving.load_model(sys.argv[1])
+np.save(sys.argv[3], model.predict(np.load(sys.argv[2]), verbose=0))
+print(type(model).__name__)
+"""
+
+
+def test_a_builder_model_the_user_saves_opens_with_keras_alone(tmp_path):
     import keras
     import numpy as np
 
     model = kerasnets.nin(batch_norm=True)
     path = str(tmp_path / "nin.keras")
     model.save(path)
-    loaded = keras.saving.load_model(path)
-    assert type(loaded).__name__ == "KerasnetsModel"
     images = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype("float32")
+    np.save(tmp_path / "images.npy", images)
+    result = without_kerasnets.run(PLAIN_KERAS, path, tmp_path / "images.npy", tmp_path / "plain.npy")
+    assert result.returncode == 0 and result.stdout.split() == ["Functional"], result.stderr[-3000:]
+    np.testing.assert_array_equal(np.load(tmp_path / "plain.npy"), model.predict(images, verbose=0))
+    loaded = kerasnets.load_model(path)  # through kerasnets: the fast predict comes back
+    assert type(loaded).__name__ == "Functional" and loaded.fast_predict
     np.testing.assert_array_equal(model.predict(images, verbose=0), loaded.predict(images, verbose=0))
+    # A whole-model file of kerasnets 0.1 (class KerasnetsModel) still loads, with kerasnets imported.
+    legacy = kerasnets.KerasnetsModel(model.input, model.output, name=model.name)
+    legacy.save(tmp_path / "legacy.keras")
+    old = keras.saving.load_model(tmp_path / "legacy.keras")
+    assert type(old).__name__ == "KerasnetsModel"
+    np.testing.assert_array_equal(old.predict(images, verbose=0), loaded.predict(images, verbose=0))
+
+
+def test_a_keras_file_written_by_kerasnets_0_1_still_loads_and_predicts_the_same():
+    """tests/data/nin_kerasnets_0.1.keras: a NIN (batch norm, random weights, logits) saved by main before the
+    layout of issue 12, with its outputs on four images."""
+    import keras
+    import numpy as np
+
+    data = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+    path = os.path.join(data, "nin_kerasnets_0.1.keras")
+    reference = np.load(os.path.join(data, "nin_kerasnets_0.1_outputs.npz"))
+    loaded = {"kerasnets": kerasnets.load_model(path),
+              "keras, once kerasnets.model is imported": keras.saving.load_model(path),
+              "as weights": kerasnets.nin(batch_norm=True, classifier_activation=None, weights=path)}
+    assert type(loaded["kerasnets"]).__name__ == "KerasnetsModel" and loaded["kerasnets"].fast_predict
+    for how, model in loaded.items():
+        np.testing.assert_allclose(model.predict(reference["images"], verbose=0), reference["outputs"], rtol=1e-5,
+                                   atol=1e-6, err_msg=how)

@@ -1,14 +1,9 @@
-"""Training: pipelines, the digits learning test, mixed precision, transfer learning, resume, distribution."""
+"""Training: pipelines, recipes, mixed precision, transfer learning, resume, errors."""
 
-import dataclasses
 import json
 import math
 import os
-import shlex
 import signal
-import subprocess
-import sys
-import textwrap
 import time
 
 import keras
@@ -17,32 +12,9 @@ import pytest
 import tensorflow as tf
 
 import kerasnets
-from kerasnets import cli, data, export, precision, recipes, training
+from kerasnets import cli, data, precision, recipes, training
+from children import run_python
 from image_folders import write_digits_folder
-
-TESTS = os.path.dirname(os.path.abspath(__file__))
-
-
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    return write_digits_folder(str(tmp_path_factory.mktemp("digits")))
-
-
-@pytest.fixture(scope="module")
-def mixed_folder(tmp_path_factory):
-    """Flat ROOT/<label>/ folder: grayscale, RGBA and RGB images of odd sizes, and one corrupt file."""
-    root = tmp_path_factory.mktemp("mixed")
-    rng = np.random.default_rng(0)
-    for label, channels in (("cat", 1), ("dog", 4), ("emu", 3)):
-        os.makedirs(root / label)
-        for i in range(8):
-            image = rng.integers(0, 256, (20 + 7 * i, 33 + 3 * i, channels), dtype=np.uint8)
-            encoded = tf.io.encode_png(image) if i % 2 else tf.io.encode_jpeg(image[..., :3] if channels == 4
-                                                                                else image)
-            tf.io.write_file(str(root / label / f"{i}.{'png' if i % 2 else 'jpg'}"), encoded)
-    (root / "dog" / "broken.jpg").write_bytes(b"\xff\xd8 this is not a jpeg")
-    (root / "notes.txt").write_text("not a class folder")
-    return str(root)
 
 
 def test_pipeline_batches(mixed_folder):
@@ -97,11 +69,11 @@ def test_tfds_real_import_path_offline(tmp_path):
     data_dir = prepare_digits_as_tfds_mnist(tmp_path / "tensorflow_datasets")
     output = str(tmp_path / "run")
     env = {"TFDS_DATA_DIR": data_dir}
-    check = _run(["-c", "import tensorflow_datasets as tfds; print(len(tfds.builder('imagenette').url_infos))"],
+    check = run_python(["-c", "import tensorflow_datasets as tfds; print(len(tfds.builder('imagenette').url_infos))"],
                  env={**os.environ, **env})
     out = check.communicate(timeout=300)[0]
     assert check.returncode == 0 and int(out.split()[-1]) > 0, out[-2000:]  # its download URLs
-    process = _run(["-m", "kerasnets", "train", "nin", "--data", "tfds:mnist", "--image-size", "8", "--epochs", "1",
+    process = run_python(["-m", "kerasnets", "train", "nin", "--data", "tfds:mnist", "--image-size", "8", "--epochs", "1",
                     "--output", output, "--verbose", "0"], env={**os.environ, **env})
     out = process.communicate(timeout=600)[0]
     assert process.returncode == 0, out[-2000:]
@@ -109,135 +81,6 @@ def test_tfds_real_import_path_offline(tmp_path):
     metrics = json.load(open(os.path.join(output, "metrics.json")))
     assert metrics["eval_images"] == 359 and metrics["eval_split"] == "test"
     assert open(os.path.join(output, "labels.txt")).read().split() == [str(i) for i in range(10)]
-
-
-README = os.path.join(TESTS, "..", "README.md")
-
-
-def readme_training_commands():
-    """The `kerasnets train` lines of README's Training section, comments dropped."""
-    text = open(README, encoding="utf8").read()
-    section = text[text.index("## Training"):]
-    block = section[section.index("```bash") + len("```bash"):]
-    block = block[:block.index("```")]
-    commands = [line.split("#")[0].strip() for line in block.splitlines() if line.startswith("kerasnets train")]
-    assert len(commands) >= 4, block
-    return commands
-
-
-@pytest.fixture(scope="module")
-def readme_runs(digits, tmp_path_factory):
-    """README's training examples run as written (ROOT: the digits folder; runs/ in a temporary directory)."""
-    runs = str(tmp_path_factory.mktemp("readme") / "runs")
-    results = {}
-    for command in readme_training_commands():
-        argv = shlex.split(command.replace("ROOT", digits).replace("runs/", runs + "/"))
-        assert argv[0] == "kerasnets"
-        output = argv[argv.index("--output") + 1]
-        results[os.path.basename(output)] = {"argv": argv[1:], "rc": cli.main(argv[1:] + ["--verbose", "0"]),
-                                             "output": output}
-    return results
-
-
-def test_readme_training_examples_learn_with_the_defaults(readme_runs):
-    assert set(readme_runs) == {"nin", "resnet18", "head", "tuned"}
-    expected_recipes = {"nin": "scratch", "resnet18": "scratch", "head": "train-head", "tuned": "fine-tune"}
-    for name, run in readme_runs.items():
-        assert run["rc"] == 0, name
-        metrics = json.load(open(os.path.join(run["output"], "metrics.json")))
-        settings = json.load(open(os.path.join(run["output"], "run.json")))
-        print(f"{name}: test accuracy {metrics['accuracy']:.4f} ({settings['mixed_precision']})")
-        assert metrics["accuracy"] >= 0.90, (name, metrics)
-        assert metrics["warnings"] == [], name
-        assert settings["recipe"]["name"] == expected_recipes[name]
-        assert settings["mixed_precision"] == precision.resolve("auto")
-    # NIN has no batch norm; the resnets' statistics are recomputed after training (frozen ones are kept).
-    assert json.load(open(os.path.join(readme_runs["nin"]["output"], "metrics.json")))[
-        "batch_norm_statistics_batches"] == 0
-    assert json.load(open(os.path.join(readme_runs["resnet18"]["output"], "metrics.json")))[
-        "batch_norm_statistics_batches"] == 45
-
-
-def test_a_training_run_leaves_what_it_promises(readme_runs, digits, capsys):
-    run = readme_runs["nin"]
-    output = run["output"]
-    metrics = json.load(open(os.path.join(output, "metrics.json")))
-    assert metrics["epochs"] == 8 and metrics["images_skipped"] == 0 and "top5_accuracy" in metrics
-    assert metrics["train_images"] == 1438 and metrics["eval_images"] == 359
-    assert metrics["eval_central_crop"] == data.CENTRAL_FRACTION == 0.875
-    assert open(os.path.join(output, "labels.txt")).read().split() == [str(i) for i in range(10)]
-    rows = training.read_history(os.path.join(output, "history.csv"))
-    assert [int(r["epoch"]) for r in rows] == list(range(8))
-    png = open(os.path.join(output, "training_curves.png"), "rb").read()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n"
-    assert os.listdir(os.path.join(output, "logs"))
-    settings = json.load(open(os.path.join(output, "run.json")))
-    assert settings["recipe"] == dataclasses.asdict(recipes.resolve("scratch", epochs=8))
-    model = keras.saving.load_model(os.path.join(output, "model.keras"))
-    # Whatever precision trained it, the saved model computes in float32.
-    assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
-    # The saved model takes raw pixels (its normalisation is its first layer) and scores what metrics.json says.
-    correct = total = 0
-    for images, labels in data.load(digits, 32, 64).eval:
-        correct += int(np.sum(np.argmax(model.predict(images, verbose=0), axis=1) == labels.numpy()))
-        total += int(labels.shape[0])
-    assert total == 359 and abs(correct / total - metrics["accuracy"]) < 1e-6
-    # A second run into the same directory is refused.
-    assert cli.main(run["argv"]) == 2
-    assert "--resume" in capsys.readouterr().err
-
-
-def test_bfloat16_training_learns_as_well_as_float32(readme_runs, digits, tmp_path):
-    """The README resnet18 run used `auto`; the same run in the other precision scores within 2 points."""
-    first = readme_runs["resnet18"]
-    first_policy = json.load(open(os.path.join(first["output"], "run.json")))["mixed_precision"]
-    other = "off" if first_policy == "mixed_bfloat16" else "bfloat16"
-    output = str(tmp_path / "other")
-    argv = first["argv"][:first["argv"].index("--output")] + ["--output", output, "--mixed-precision", other]
-    assert cli.main(argv + ["--verbose", "0"]) == 0
-    accuracies = {policy: json.load(open(os.path.join(path, "metrics.json")))["accuracy"]
-                  for policy, path in ((first_policy, first["output"]),
-                                       (precision.MODES[other], output))}
-    print(f"resnet18 on digits, test accuracy by precision: {accuracies}")
-    assert set(accuracies) == {"float32", "mixed_bfloat16"}
-    assert abs(accuracies["float32"] - accuracies["mixed_bfloat16"]) <= 0.02
-    assert min(accuracies.values()) >= 0.90
-
-
-PLAIN_KERAS = """
-import sys
-
-class NoKerasnets:  # this process must open the file with Keras alone
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] == "kerasnets":
-            raise ImportError("kerasnets must not be imported here")
-
-sys.meta_path.insert(0, NoKerasnets())
-import keras, numpy as np
-model = keras.saving.load_model(sys.argv[1])
-np.save(sys.argv[3], model.predict(np.load(sys.argv[2]), verbose=0))
-print(type(model).__name__, [m for m in sys.modules if m.startswith("kerasnets")])
-"""
-
-
-@pytest.mark.parametrize("run", ["nin", "resnet18"])  # "tf" and "torch" preprocessing
-def test_trained_model_opens_with_plain_keras(run, readme_runs, digits, tmp_path):
-    path = os.path.join(readme_runs[run]["output"], "model.keras")
-    images = np.concatenate([x.numpy() for x, _ in data.load(digits, 32, 64).eval])[:100]
-    np.save(tmp_path / "images.npy", images)
-    result = subprocess.run([sys.executable, "-c", PLAIN_KERAS, path, str(tmp_path / "images.npy"),
-                             str(tmp_path / "plain.npy")], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.split("\n")[-2] == "Functional []", result.stdout
-    model = kerasnets.load_model(path)  # through kerasnets: the fast predict is back
-    assert isinstance(model, kerasnets.KerasnetsModel)
-    plain = np.load(tmp_path / "plain.npy")
-    assert plain.shape == (100, 10)
-    np.testing.assert_allclose(plain, model.predict(images, verbose=0), atol=1e-6)
-    # A legacy HDF5 whole-model file of it loads too.
-    model.save(tmp_path / "model.h5")
-    np.testing.assert_allclose(keras.saving.load_model(tmp_path / "model.h5").predict(images, verbose=0),
-                               model.predict(images, verbose=0), atol=1e-6)
 
 
 @pytest.mark.parametrize("mode", ["tf", "torch", "caffe"])
@@ -250,34 +93,6 @@ def test_preprocessing_layer_is_keras_applications_preprocess_input(mode):
     expected = keras.applications.imagenet_utils.preprocess_input(pixels.copy(), mode=mode)
     np.testing.assert_allclose(layer(pixels).numpy(), expected, atol=2e-5)
     assert not layer.trainable_weights
-
-
-def test_bfloat16_inference_agrees_with_float32(readme_runs, digits, capsys):
-    path = os.path.join(readme_runs["resnet18"]["output"], "model.keras")
-    model = keras.saving.load_model(path)
-    fast = kerasnets.with_precision(model, "bfloat16")
-    assert fast.get_layer("block1.unit_1.basic.conv1").dtype_policy.name == "mixed_bfloat16"
-    assert fast.get_layer("Predictions").dtype_policy.name == "float32"
-    for original, copy in zip(model.weights, fast.weights):
-        np.testing.assert_array_equal(original.numpy(), copy.numpy())
-    images = np.concatenate([x.numpy() for x, _ in data.load(digits, 32, 64).eval])
-    full, half = model.predict(images, verbose=0), fast.predict(images, verbose=0)
-    assert half.dtype == np.float32
-    agreement = float(np.mean(full.argmax(1) == half.argmax(1)))
-    # bfloat16 keeps 8 significant bits: classes float32 scores within one 8-bit step are a tie either may break.
-    chosen = full[np.arange(len(full)), half.argmax(1)]
-    within_ties = float(np.mean(chosen >= full.max(1) - export.TIE))
-    print(f"bfloat16 vs float32 top-1 agreement on the digits test split: {agreement:.4f} "
-          f"({within_ties:.4f} counting near-ties)")
-    assert within_ties >= 0.995 and agreement >= 0.99
-    # The command line does the same for a trained model and an image.
-    image = os.path.join(digits, "test", "3", sorted(os.listdir(os.path.join(digits, "test", "3")))[0])
-    assert cli.main(["predict", path, image, "--top-k", "1", "--precision", "bfloat16"]) == 0
-    assert cli.main(["predict", path, image, "--top-k", "1"]) == 0
-    bf16_line, f32_line = capsys.readouterr().out.strip().splitlines()[-2:]
-    assert bf16_line.split()[1] == f32_line.split()[1]  # same label
-    with pytest.raises(ValueError, match="--precision 'bfloat16' applies to .keras models"):
-        export.predict(digits, [image], precision="bfloat16")  # an exported artifact runs as it was exported
 
 
 def test_fine_tuning_on_new_classes_learns_with_the_defaults(tmp_path):
@@ -356,18 +171,11 @@ def test_transfer_learning_freezes_what_it_says(tmp_path):
         training.freeze(model, fine_tune_from="Mixed_6e")
 
 
-def _run(args, env=None, **kwargs):
-    env = env or os.environ
-    env = {**env, "PYTHONPATH": TESTS + os.pathsep + env.get("PYTHONPATH", "")}
-    return subprocess.Popen([sys.executable, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, **kwargs)
-
-
 def test_resume_after_sigkill(digits, tmp_path):
     output = str(tmp_path / "run")
     args = ["-m", "kerasnets", "train", "nin", "--data", digits, "--epochs", "3", "--image-size", "8",
             "--batch-size", "64", "--output", output, "--verbose", "0"]
-    process = _run(args)
+    process = run_python(args)
     backup = os.path.join(output, "backup", "training_metadata.json")
     deadline = time.time() + 300
     while not os.path.exists(backup) and process.poll() is None and time.time() < deadline:
@@ -381,14 +189,14 @@ def test_resume_after_sigkill(digits, tmp_path):
 
     # Resumed with another image size: refused, naming it, and run.json is left as it was.
     run_json = open(os.path.join(output, "run.json")).read()
-    refused = _run(args[:args.index("--image-size")] + ["--image-size", "16"] + args[args.index("--image-size") + 2:]
+    refused = run_python(args[:args.index("--image-size")] + ["--image-size", "16"] + args[args.index("--image-size") + 2:]
                    + ["--resume"])
     out = refused.communicate(timeout=600)[0]
     assert refused.returncode == 2 and "image_size 8 -> 16" in out, out[-2000:]
     assert open(os.path.join(output, "run.json")).read() == run_json
 
     # Resumed with a learning rate that diverges: stopped at once, one line, the last good backup kept.
-    diverged = _run(args + ["--resume", "--lr", "1e30"])
+    diverged = run_python(args + ["--resume", "--lr", "1e30"])
     out = diverged.communicate(timeout=600)[0]
     assert diverged.returncode == 2, out[-2000:]
     error = [line for line in out.splitlines() if line.startswith("kerasnets: error:")]
@@ -396,7 +204,7 @@ def test_resume_after_sigkill(digits, tmp_path):
     assert os.path.exists(backup) and not os.path.exists(os.path.join(output, "model.keras"))
     assert training.read_history(os.path.join(output, "history.csv")) == rows_before
 
-    resumed = _run(args + ["--resume"])
+    resumed = run_python(args + ["--resume"])
     out = resumed.communicate(timeout=600)[0]
     assert resumed.returncode == 0, out[-2000:]
     epochs_run = [line for line in out.splitlines() if "] epoch " in line]
@@ -406,28 +214,6 @@ def test_resume_after_sigkill(digits, tmp_path):
     assert rows[0] == rows_before[0]  # nothing written before is lost
     assert json.load(open(os.path.join(output, "metrics.json")))["epochs"] == 3
     assert not os.path.exists(os.path.join(output, "backup"))
-
-
-MIRRORED = textwrap.dedent("""
-    import sys, tensorflow as tf
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    tf.config.set_soft_device_placement(True)
-    from kerasnets import training
-    model, history = training.train("nin", sys.argv[1], image_size=8, epochs=1, batch_size=16,
-                                    distribute="mirrored", output=sys.argv[2], verbose=0)
-    print("loss", history.history["loss"][0])
-""")
-
-
-def test_mirrored_strategy_on_two_cpu_devices(mixed_folder, tmp_path):
-    # MirroredStrategy uses logical devices of one type; we give it the two CPUs explicitly.
-    script = MIRRORED.replace('distribute="mirrored"', 'distribute="mirrored"')
-    process = _run(["-c", script, mixed_folder, str(tmp_path / "run")])
-    out = process.communicate(timeout=600)[0]
-    assert process.returncode == 0, out[-3000:]
-    assert "2 replica(s)" in out
-    assert "loss" in out.splitlines()[-1]
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -443,110 +229,6 @@ def test_train_errors_are_one_line(argv, message, tmp_path, digits, capsys):
     assert cli.main(argv + ["--output", str(tmp_path / "out"), "--epochs", "1"]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err and err.startswith("kerasnets: error:")
-
-
-def _free_ports(n):
-    import socket
-
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
-def test_two_local_workers_end_with_one_model_and_exact_metrics(digits, tmp_path):
-    """Two worker processes on loopback (TF_CONFIG): the issue's resnet18 run on the digits.
-
-    Both workers save the same model, batch-norm statistics included (each would
-    otherwise keep those of its own shard), and metrics.json is a single-process
-    `model.evaluate` of the chief's model.keras: every test image counted once.
-    """
-    workers = [f"localhost:{port}" for port in _free_ports(2)]
-    output = str(tmp_path / "run")
-    processes = []
-    for index in range(2):
-        config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
-        processes.append(_run(["-m", "kerasnets", "train", "resnet18", "--data", digits, "--image-size", "32",
-                               "--epochs", "2", "--batch-size", "32", "--distribute", "multi-worker",
-                               "--output", output, "--verbose", "0"], env={**os.environ, "TF_CONFIG": config}))
-    outputs = [p.communicate(timeout=900)[0] for p in processes]
-    for p, out in zip(processes, outputs):
-        assert p.returncode == 0, out[-3000:]
-    assert "2 replica(s)" in outputs[0]
-    assert len([line for line in outputs[0].splitlines() if "] epoch " in line]) == 2
-
-    chief = keras.saving.load_model(os.path.join(output, "model.keras"))
-    other = keras.saving.load_model(os.path.join(output, "worker_1", "model.keras"))  # kept apart
-    assert [v.path for v in chief.weights] == [v.path for v in other.weights]
-    assert any("moving_variance" in v.path for v in chief.weights)
-    for mine, theirs in zip(chief.weights, other.weights):
-        np.testing.assert_array_equal(mine.numpy(), theirs.numpy(), err_msg=mine.path)
-    eval_ds = data.load(digits, 32, 64).eval.map(lambda image, label: (image, tf.one_hot(label, 10)))
-    images = np.concatenate([x.numpy() for x, _ in eval_ds])
-    np.testing.assert_array_equal(chief.predict(images, verbose=0), other.predict(images, verbose=0))
-
-    settings = json.load(open(os.path.join(output, "run.json")))
-    chief.compile(loss=keras.losses.CategoricalCrossentropy(label_smoothing=settings["recipe"]["label_smoothing"]),
-                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
-                           keras.metrics.TopKCategoricalAccuracy(5, name="top5_accuracy")])
-    expected = chief.evaluate(eval_ds, verbose=0, return_dict=True)
-    metrics = json.load(open(os.path.join(output, "metrics.json")))
-    assert metrics["epochs"] == 2 and metrics["eval_images"] == 359
-    for name in ("accuracy", "top5_accuracy", "loss"):
-        assert metrics[name] == pytest.approx(expected[name], abs=1e-5), name
-
-    # Trained as well as one process with the same global batch, epochs and seed.
-    training.train("resnet18", digits, image_size=32, epochs=2, batch_size=32, distribute="off",
-                   output=str(tmp_path / "single"), verbose=0)
-    single = json.load(open(tmp_path / "single" / "metrics.json"))["accuracy"]
-    print(f"resnet18 on digits, 2 epochs, batch 32: test accuracy {metrics['accuracy']:.4f} on two workers, "
-          f"{single:.4f} in one process")
-    assert abs(metrics["accuracy"] - single) <= 0.05
-
-
-def test_two_workers_resume_after_one_dies(digits, tmp_path):
-    """A worker killed mid-run: the chief waits in an all-reduce, is stopped, and both resume from the backup."""
-    workers = [f"localhost:{port}" for port in _free_ports(2)]
-    output = str(tmp_path / "run")
-    args = ["-m", "kerasnets", "train", "nin", "--data", digits, "--image-size", "8", "--epochs", "4",
-            "--batch-size", "32", "--distribute", "multi-worker", "--output", output, "--verbose", "0"]
-
-    def start(extra=()):
-        return [_run(args + list(extra), env={**os.environ, "TF_CONFIG": json.dumps(
-            {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})}) for index in range(2)]
-
-    first = start()
-    backup = os.path.join(output, "backup", "training_metadata.json")
-    deadline = time.time() + 300
-    while not os.path.exists(backup) and all(p.poll() is None for p in first) and time.time() < deadline:
-        time.sleep(0.1)
-    assert os.path.exists(backup), first[0].communicate()[0][-2000:]
-    first[1].send_signal(signal.SIGKILL)
-    try:
-        first[0].wait(timeout=15)  # it waits for the dead worker in its next all-reduce, or fails
-    except subprocess.TimeoutExpired:
-        first[0].send_signal(signal.SIGKILL)
-    for process in first:
-        process.communicate()
-    assert not os.path.exists(os.path.join(output, "model.keras"))
-    assert not os.path.exists(os.path.join(output, "worker_1", "backup"))  # only the chief's backup exists
-    rows_before = training.read_history(os.path.join(output, "history.csv"))
-    assert 1 <= len(rows_before) < 4
-
-    second = start(["--resume"])
-    outputs = [p.communicate(timeout=600)[0] for p in second]
-    for process, out in zip(second, outputs):
-        assert process.returncode == 0, out[-3000:]
-    assert len([line for line in outputs[0].splitlines() if "] epoch " in line]) == 4 - len(rows_before)
-    rows = training.read_history(os.path.join(output, "history.csv"))
-    assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3] and rows[0] == rows_before[0]
-    chief = keras.saving.load_model(os.path.join(output, "model.keras"))
-    other = keras.saving.load_model(os.path.join(output, "worker_1", "model.keras"))
-    for mine, theirs in zip(chief.weights, other.weights):
-        np.testing.assert_array_equal(mine.numpy(), theirs.numpy(), err_msg=mine.path)
 
 
 def test_training_continues_from_a_keras_file(mixed_folder, tmp_path):

@@ -13,19 +13,18 @@ output is an endpoint carries the endpoint's name.
 """
 
 import collections
+import functools
 
 import keras
 
-from kerasnets.model import KerasnetsModel
+from kerasnets import build, registry
+from kerasnets.features import FeatureInfo
+from kerasnets.layers import blocks
 
-from kerasnets import common
-from kerasnets import registry
-from kerasnets import weights as weights_lib
-
-# Hyper-parameters shared by every convolution (slim's inception_arg_scope).
-BATCH_NORM_EPSILON = 0.001
-BATCH_NORM_MOMENTUM = 0.9997  # slim's `decay`
-WEIGHT_INITIALIZER = "he_normal"  # slim's variance_scaling_initializer(): 2/fan_in, truncated normal
+# Hyper-parameters shared by every convolution (slim's inception_arg_scope): batch norm without gamma,
+# epsilon 0.001, decay 0.9997; slim's variance_scaling_initializer() is 2/fan_in, a truncated normal.
+CONV_SETTINGS = blocks.ConvSettings(initializer="he_normal", batch_norm_epsilon=0.001, batch_norm_momentum=0.9997,
+                                    batch_norm_scale=False)
 
 Conv = collections.namedtuple("Conv", "name filters kernel strides padding")
 Pool = collections.namedtuple("Pool", "name kind strides padding")
@@ -144,33 +143,40 @@ def conv_layer_name(scope):
     return f"{name}.Conv2D" if name in BASE_ENDPOINTS else name
 
 
-def _conv_bn(x, filters, kernel, strides, padding, scope, output_name=None, initializer=WEIGHT_INITIALIZER):
-    """slim.conv2d with its batch norm (no scale, as slim) and ReLU."""
-    conv_name = conv_layer_name(scope)
-    x = keras.layers.Conv2D(filters, kernel, strides=strides, padding=padding, use_bias=False,
-                            kernel_initializer=initializer, name=conv_name)(x)
-    x = keras.layers.BatchNormalization(scale=False, epsilon=BATCH_NORM_EPSILON, momentum=BATCH_NORM_MOMENTUM,
-                                        name=f"{scope.replace('/', '.')}.BatchNorm")(x)
-    return keras.layers.Activation("relu", name=output_name or f"{scope.replace('/', '.')}.Relu")(x)
+def _conv_bn(x, conv_op, scope, depth, settings, output_name=None):
+    """slim.conv2d with its batch norm (no scale, as slim) and ReLU, for `conv_op` in slim scope `scope`."""
+    return blocks.conv_norm_act(x, depth(conv_op.filters), conv_op.kernel, scope.replace("/", "."), settings,
+                                strides=conv_op.strides, padding=conv_op.padding, conv_name=conv_layer_name(scope),
+                                output_name=output_name)
 
 
 def _pool(x, op, name):
-    layer = keras.layers.AveragePooling2D if op.kind == "avg" else keras.layers.MaxPooling2D
-    return layer(3, strides=op.strides, padding=op.padding, name=name)(x)
+    return blocks.pool(x, op.kind, 3, name, strides=op.strides, padding=op.padding)
 
 
-def _apply_branch(x, ops, scope, depth, initializer):
+def _apply_branch(x, ops, scope, depth, settings):
     for op in ops:
         if isinstance(op, Conv):
-            x = _conv_bn(x, depth(op.filters), op.kernel, op.strides, op.padding, f"{scope}/{op.name}",
-                         initializer=initializer)
+            x = _conv_bn(x, op, f"{scope}/{op.name}", depth, settings)
         elif isinstance(op, Pool):
             x = _pool(x, op, f"{scope}/{op.name}".replace("/", "."))
         else:  # Fork
-            forks = [_conv_bn(x, depth(c.filters), c.kernel, c.strides, c.padding, f"{scope}/{c.name}",
-                              initializer=initializer) for c in op.convs]
+            forks = [_conv_bn(x, c, f"{scope}/{c.name}", depth, settings) for c in op.convs]
             x = keras.layers.Concatenate(name=f"{scope.replace('/', '.')}.concat")(forks)
     return x
+
+
+def _body(x, net, depth):
+    """The stem, then the inception modules: yields each endpoint."""
+    settings = CONV_SETTINGS.with_initializer(net.initializer)
+    for endpoint, op in STEM:
+        x = _conv_bn(x, op, endpoint, depth, settings, output_name=endpoint) if isinstance(op, Conv) else _pool(
+            x, op, endpoint)
+        yield endpoint, x
+    for block, branches in MIXED:
+        outputs = [_apply_branch(x, ops, f"{block}/{branch}", depth, settings) for branch, ops in branches]
+        x = keras.layers.Concatenate(name=block)(outputs)
+        yield block, x
 
 
 def _spatial_size(size, until):
@@ -188,6 +194,15 @@ def _spatial_size(size, until):
         if block == until:
             return size
     raise ValueError(f"unknown endpoint {until!r}")
+
+
+def _check_aux_input(shape):
+    aux_size = [_spatial_size(d, AUX_INPUT) for d in shape[:2]]
+    if any(d is not None and d < 5 for d in aux_size):
+        raise ValueError(
+            f"aux_logits=True needs Mixed_6e to be at least 5x5 (input at least 107x107); "
+            f"input_shape={tuple(shape)} gives {aux_size}"
+        )
 
 
 def inception_v3(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
@@ -223,93 +238,37 @@ def inception_v3(include_top=True, weights=None, input_tensor=None, input_shape=
     Returns:
       A `keras.Model`; `kerasnets.endpoints(model)` lists its endpoints.
     """
-    config = registry.get_config("inception_v3")
-    if isinstance(depth_multiplier, bool) or not isinstance(depth_multiplier, (int, float)) or depth_multiplier <= 0:
-        raise ValueError(f"depth_multiplier must be a number > 0, got depth_multiplier={depth_multiplier!r}")
-    if isinstance(min_depth, bool) or not isinstance(min_depth, int) or min_depth < 1:
-        raise ValueError(f"min_depth must be a positive integer, got min_depth={min_depth!r}")
-    if not 0 <= dropout_rate < 1:
-        raise ValueError(f"dropout_rate must be in [0, 1), got dropout_rate={dropout_rate!r}")
-    common.check_final_endpoint(final_endpoint, BASE_ENDPOINTS, include_top)
+    build.check_number("depth_multiplier", depth_multiplier)
+    build.check_number("min_depth", min_depth, low=1, low_inclusive=True, integer=True)
+    build.check_number("dropout_rate", dropout_rate, high=1, low_inclusive=True)
     if aux_logits and not include_top:
         raise ValueError("aux_logits=True adds a second classifier and needs include_top=True")
-    shape = common.validate_common(include_top=include_top, weights=weights, input_shape=input_shape,
-                                   input_tensor=input_tensor, pooling=pooling, classes=classes, config=config)
-    if aux_logits:
-        aux_size = [_spatial_size(d, AUX_INPUT) for d in shape[:2]]
-        if any(d is not None and d < 5 for d in aux_size):
-            raise ValueError(
-                f"aux_logits=True needs Mixed_6e to be at least 5x5 (input at least 107x107); "
-                f"input_shape={tuple(shape)} gives {aux_size}"
-            )
-    source = weights_lib.resolve(weights, config, include_top)
 
     def depth(filters):
         return max(int(filters * depth_multiplier), min_depth)
 
-    # Layers a weights file will fill start at zero: slim's truncated-normal draws
-    # would cost a third of the build time for nothing.
-    initializer = WEIGHT_INITIALIZER if source is None else "zeros"
-    inputs, source_inputs = common.make_input(shape, input_tensor)
-    x = inputs
-    features = {}
-    for endpoint, op in STEM:
-        if isinstance(op, Conv):
-            x = _conv_bn(x, depth(op.filters), op.kernel, op.strides, op.padding, endpoint, output_name=endpoint,
-                         initializer=initializer)
-        else:
-            x = _pool(x, op, endpoint)
-        features[endpoint] = x
-        if endpoint == final_endpoint:
-            break
-    else:
-        for block, branches in MIXED:
-            outputs = [_apply_branch(x, ops, f"{block}/{branch}", depth, initializer) for branch, ops in branches]
-            x = keras.layers.Concatenate(name=block)(outputs)
-            features[block] = x
-            if block == final_endpoint:
-                break
-
-    model = common.model_with_top(inputs, source_inputs, x, include_top=include_top, pooling=pooling,
-                                  classes=classes, classifier_activation=classifier_activation,
-                                  initializer=initializer, name=name, pool_name="AvgPool_1a",
-                                  dropout=(dropout_rate, "PreLogits"))
-    if aux_logits:
-        aux = _aux_head(features[AUX_INPUT], classes, depth)
-        model = KerasnetsModel(model.inputs[0] if len(model.inputs) == 1 else model.inputs, [model.output, aux],
-                            name=name)
-    weights_lib.load(model, source, SLIM_LAYOUT, KERAS_APPLICATIONS_LAYOUT)
-    return model
+    side_head = build.SideHead(AUX_INPUT, functools.partial(_aux_head, depth=depth)) if aux_logits else None
+    return build.build_model(
+        "inception_v3", functools.partial(_body, depth=depth), include_top=include_top, weights=weights,
+        input_tensor=input_tensor, input_shape=input_shape, pooling=pooling, classes=classes,
+        classifier_activation=classifier_activation, name=name, final_endpoint=final_endpoint,
+        initializer=CONV_SETTINGS.initializer, head=build.ClassifierHead("AvgPool_1a", (dropout_rate, "PreLogits")),
+        side_head=side_head, check_shape=_check_aux_input if aux_logits else None)
 
 
-def _aux_head(x, classes, depth):
+def _aux_head(x, net, depth):
     """slim's auxiliary classifier on Mixed_6e (section 4 of the paper)."""
+    settings = CONV_SETTINGS  # the aux head keeps its initializers: keras.applications' files do not have it
     x = keras.layers.AveragePooling2D(5, strides=3, padding="valid", name="AuxLogits.AvgPool_1a_5x5")(x)
-    x = _conv_bn(x, depth(128), 1, 1, "same", "AuxLogits/Conv2d_1b_1x1")
+    x = _conv_bn(x, conv(None, 128, 1), "AuxLogits/Conv2d_1b_1x1", depth, settings)
     # slim shrinks the 5x5 kernel when the map is smaller (and names the scope after it).
     kernel = tuple(5 if d is None else min(d, 5) for d in x.shape[1:3])
-    x = _conv_bn(x, depth(768), kernel, 1, "valid", "AuxLogits/Conv2d_2a_{}x{}".format(*kernel))
-    x = keras.layers.Conv2D(classes, 1, kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.001),
+    x = _conv_bn(x, conv(None, 768, kernel, padding="valid"), "AuxLogits/Conv2d_2a_{}x{}".format(*kernel), depth,
+                 settings)
+    x = keras.layers.Conv2D(net.classes, 1, kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.001),
                             name="AuxLogits.Conv2d_2b_1x1")(x)
     # A 1x1 map at the default size (slim squeezes); larger inputs average like global_pool.
-    # (The aux head keeps its initializers: keras.applications' files do not have it.)
     return keras.layers.GlobalAveragePooling2D(dtype="float32", name="AuxLogits")(x)
-
-
-# How our layers' variables are named in the two foreign layouts (see weights.py).
-SLIM_LAYOUT = weights_lib.SlimLayout(
-    scope="InceptionV3",
-    # Keras layer name -> slim scope, where the rule "." -> "/" does not give it.
-    renamed={"Logits": "Logits/Conv2d_1c_1x1", "AuxLogits.Conv2d_2b_1x1": "AuxLogits/Conv2d_2b_1x1"},
-    optional_prefixes=("AuxLogits",),
-)
-# keras.applications creates its 94 conv/batch-norm pairs in slim's order and
-# leaves them unnamed: conv2d_<i> and batch_normalization_<i> belong to the i-th slim scope.
-KERAS_APPLICATIONS_LAYOUT = weights_lib.KerasApplicationsLayout(table={
-    **{f"conv2d_{i}": conv_layer_name(s) for i, s in enumerate(conv_scopes(), start=1)},
-    **{f"batch_normalization_{i}": f"{s.replace('/', '.')}.BatchNorm" for i, s in enumerate(conv_scopes(), start=1)},
-    "predictions": "Logits",
-})
 
 
 def preprocess_input(x, data_format=None):
@@ -317,21 +276,31 @@ def preprocess_input(x, data_format=None):
     return keras.applications.imagenet_utils.preprocess_input(x, data_format=data_format, mode="tf")
 
 
-def decode_predictions(preds, top=5):
-    """keras.applications' decoder; a 1001-class (slim) output drops the background column."""
-    if preds.shape[-1] == 1001:
-        preds = preds[..., 1:]
-    return keras.applications.imagenet_utils.decode_predictions(preds, top=top)
+def _features():
+    """Every endpoint's channels and reduction at 299x299, from the data above."""
+    features, reduction, channels = [], 1, 3
+    for endpoint, op in STEM:
+        reduction *= op.strides
+        channels = op.filters if isinstance(op, Conv) else channels
+        features.append(FeatureInfo(endpoint, channels, reduction))
+    for block, branches in MIXED:
+        reduction *= 2 if block in GRID_REDUCTIONS else 1
+        widths = []
+        for _, ops in branches:
+            last = ops[-1]
+            widths.append(sum(c.filters for c in last.convs) if isinstance(last, Fork) else
+                          last.filters if isinstance(last, Conv) else channels)
+        channels = sum(widths)
+        features.append(FeatureInfo(block, channels, reduction))
+    return tuple(features)
 
+
+# keras.applications' file names and MD5s (with the top, without), and its published top-1.
+IMAGENET = registry.keras_applications_weights(
+    "inception_v3/inception_v3", "9a0d58056eeedaa3f26cb7ebd46da564", "bcbd6486424b2319ff4ef7d526e38f63",
+    preprocessing="tf", input_size=DEFAULT_SIZE, top1=77.9)
 
 CONFIG = registry.register(registry.ModelConfig(
-    name="inception_v3",
-    builder=inception_v3,
-    default_size=DEFAULT_SIZE,
-    min_size=MIN_SIZE,
-    preprocessing="tf",
-    classes=1000,
-    paper="https://arxiv.org/abs/1512.00567",
-    weights=registry.keras_applications_weights("inception_v3/inception_v3", "9a0d58056eeedaa3f26cb7ebd46da564",
-                                                "bcbd6486424b2319ff4ef7d526e38f63"),
-))
+    name="inception_v3", builder=inception_v3, family="inception_v3", paper="https://arxiv.org/abs/1512.00567",
+    default_size=DEFAULT_SIZE, min_size=MIN_SIZE, features=_features(), params=23_851_784, macs=5_713_216_096,
+    preprocessing="tf", weights=(IMAGENET,)))

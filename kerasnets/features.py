@@ -1,0 +1,119 @@
+"""Endpoints and features: the naming rule, and feature maps by name or by reduction.
+
+The naming rule, in one place: an endpoint's layer carries the endpoint's bare
+name (`Mixed_5b`, `block3`); every other layer is scoped with "." after slim's
+"/" (`Mixed_5b.Branch_1.Conv2d_0b_5x5`). A model's endpoints are therefore its
+layers without a "." in their name, in network order.
+
+A registered model also declares its features as data (`FeatureInfo`, like
+timm's `feature_info` and keras-hub's `pyramid_outputs`): per endpoint, its
+channels and its reduction (the input's size over the feature map's) at the
+model's default size. The conformance suite checks the declarations against
+the built models.
+"""
+
+import dataclasses
+
+from kerasnets import graph
+
+SCOPE_SEPARATOR = "."
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureInfo:
+    """One endpoint: its name, channels and reduction at the model's default size."""
+
+    endpoint: str
+    channels: int
+    reduction: int
+
+
+def scoped(*parts):
+    """The layer name of a slim scope: `scoped("Mixed_5b", "Branch_1")` -> "Mixed_5b.Branch_1"."""
+    return SCOPE_SEPARATOR.join(parts)
+
+
+def is_endpoint_layer(layer):
+    """Endpoint layers carry a bare name; inner layers are scoped with '.'."""
+    import keras
+
+    return SCOPE_SEPARATOR not in layer.name and not isinstance(layer, keras.layers.InputLayer)
+
+
+def endpoints(model):
+    """Names of the endpoints `model` has, in network order (input to output)."""
+    import keras
+
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"endpoints() needs a keras.Model, got {type(model).__name__}")
+    return [layer.name for layer in graph.layers_in_network_order(model) if is_endpoint_layer(layer)]
+
+
+def _strides(layer):
+    import keras
+
+    if isinstance(layer, (keras.layers.GlobalAveragePooling2D, keras.layers.GlobalMaxPooling2D, keras.layers.Flatten,
+                          keras.layers.Dense)):
+        return None
+    strides = getattr(layer, "strides", (1, 1))
+    return tuple(strides) if isinstance(strides, (tuple, list)) else (strides, strides)
+
+
+def reductions(model):
+    """{endpoint: reduction} of `model`, from its layers' strides (any input size; None after global pooling).
+
+    Where paths meet, the coarsest reduction counts.
+    """
+    reduction = {}
+    for layer in graph.layers_in_network_order(model):
+        incoming = [reduction[p.name] for p in graph.parents(layer, first_call_only=True)]
+        if any(r is None for r in incoming):
+            reduction[layer.name] = None
+            continue
+        strides = _strides(layer)
+        base = max(incoming, default=1)
+        reduction[layer.name] = None if strides is None else base * max(strides)
+    return {name: reduction[name] for name in endpoints(model)}
+
+
+def feature_extractor(model, endpoints=None, reductions=None, name=None):
+    """A Model from `model`'s input to a dict {endpoint name: feature map}; shares `model`'s weights.
+
+    Either `endpoints` (names; default all of them) or `reductions` (e.g.
+    (4, 8, 16, 32): for each, the deepest endpoint whose feature map is that
+    many times smaller than the input), not both.
+    """
+    from kerasnets.model import functional
+
+    available = globals()["endpoints"](model)
+    if reductions is not None:
+        if endpoints is not None:
+            raise ValueError("pass endpoints or reductions, not both")
+        wanted = _deepest_at(model, reductions)
+    else:
+        wanted = available if endpoints is None else endpoints
+    if isinstance(wanted, str):
+        wanted = [wanted]
+    if not wanted:
+        raise ValueError(f"endpoints must name at least one endpoint; valid: {available}")
+    unknown = [e for e in wanted if e not in available]
+    if unknown:
+        raise ValueError(f"Unknown endpoint(s) {unknown} for model {model.name!r}; valid: {available}")
+    outputs = {e: model.get_layer(e).output for e in wanted}
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    return functional(inputs, outputs, name=name or f"{model.name}_features")
+
+
+def _deepest_at(model, wanted):
+    if isinstance(wanted, int):
+        wanted = (wanted,)
+    by_endpoint = globals()["reductions"](model)
+    found = {}
+    for endpoint, reduction in by_endpoint.items():  # network order: the deepest comes last
+        if reduction is not None:
+            found[reduction] = endpoint
+    missing = [r for r in wanted if r not in found]
+    if missing:
+        raise ValueError(f"reductions={tuple(wanted)}: model {model.name!r} has no endpoint at reduction(s) "
+                         f"{missing}; it has {sorted(found)}")
+    return [found[r] for r in wanted]

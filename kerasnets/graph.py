@@ -1,0 +1,42 @@
+"""Walking a functional model's graph: the one module that reads Keras' node structure.
+
+Keras 3 keeps a layer's calls as nodes (`layer._inbound_nodes`), each with the
+Keras tensors it consumed, and each tensor knows the layer that made it
+(`tensor._keras_history.operation`). Those attributes are private, so every
+other module goes through these functions.
+"""
+
+
+def parents(layer, first_call_only=False):
+    """The layers whose outputs `layer` consumes (of its first call only, if asked), in order."""
+    nodes = layer._inbound_nodes[:1] if first_call_only else layer._inbound_nodes
+    return [tensor._keras_history.operation for node in nodes for tensor in node.input_tensors]
+
+
+def children(layer, members):
+    """The layers of `members` (a {name: layer} map) that consume `layer`'s output."""
+    return [node.operation for node in layer._outbound_nodes if node.operation.name in members]
+
+
+def ancestors(layer):
+    """{name: layer} of every layer `layer` depends on, itself included."""
+    seen, stack = {}, [layer]
+    while stack:
+        current = stack.pop()
+        if current.name not in seen:
+            seen[current.name] = current
+            stack.extend(parents(current))
+    return seen
+
+
+def layers_in_network_order(model):
+    """`model.layers` sorted by their longest path from the input (ties: Keras' order).
+
+    `model.layers` is sorted by distance to the *output*, which interleaves
+    side heads (AuxLogits) with the trunk; this order follows the builder's.
+    """
+    depth = {}
+    for layer in model.layers:
+        depth[layer.name] = 1 + max((depth.get(p.name, 0) for p in parents(layer)), default=-1)
+    index = {layer.name: i for i, layer in enumerate(model.layers)}
+    return sorted(model.layers, key=lambda layer: (depth[layer.name], index[layer.name]))

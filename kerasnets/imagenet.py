@@ -1,0 +1,27 @@
+"""ImageNet helpers in keras.applications' style, for any registered model."""
+
+
+def preprocess_input(x, data_format=None, model="inception_v3"):
+    """Normalises RGB pixels in [0, 255] as registered `model`'s weights expect.
+
+    The default is Inception v3's (scaled to [-1, 1]), so
+    `kerasnets.preprocess_input` matches `keras.applications.inception_v3`;
+    pass `model=` for another (`get_config(model).preprocessing` says which
+    of keras.applications' modes it uses).
+    """
+    import keras
+
+    from kerasnets import registry
+
+    mode = registry.get_config(model).preprocessing
+    return keras.applications.imagenet_utils.preprocess_input(x, data_format=data_format, mode=mode)
+
+
+def decode_predictions(preds, top=5):
+    """ImageNet class names for a (batch, 1000) output -- keras.applications' decoder -- or a (batch, 1001)
+    TF-slim output, whose background column 0 is dropped."""
+    import keras
+
+    if preds.shape[-1] == 1001:
+        preds = preds[..., 1:]
+    return keras.applications.imagenet_utils.decode_predictions(preds, top=top)

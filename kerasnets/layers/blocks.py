@@ -1,0 +1,81 @@
+"""Convolution units shared by the families.
+
+Naming follows slim: a unit's convolution is named after its scope (or
+`<endpoint>.Conv2D` when the unit's output is an endpoint, which the unit's
+activation then carries), its batch norm `<scope>.BatchNorm`, its activation
+`<scope>.Relu`.
+"""
+
+import dataclasses
+from typing import Any, Optional
+
+import keras
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvSettings:
+    """A family's hyper-parameters shared by every convolution unit (slim's arg_scope)."""
+
+    initializer: Any = "glorot_uniform"
+    batch_norm_epsilon: float = 1e-3
+    batch_norm_momentum: float = 0.99
+    batch_norm_scale: bool = True  # gamma; slim's Inception nets have none
+    activation: str = "relu"
+
+    def with_initializer(self, initializer):
+        return dataclasses.replace(self, initializer=initializer)
+
+
+def conv(x, filters, kernel, name, settings, strides=1, padding="same", use_bias=False, dilation_rate=1, groups=1):
+    """A Conv2D. `padding="symmetric"` pads kernel // 2 on every side first (as Caffe and PyTorch do),
+    where TF's "same" pads a stride-2 layer's bottom-right only."""
+    if padding == "symmetric":
+        size = kernel if isinstance(kernel, int) else kernel[0]
+        x = keras.layers.ZeroPadding2D(size // 2 * dilation_rate, name=f"{name}.Pad")(x)
+        padding = "valid"
+    return keras.layers.Conv2D(filters, kernel, strides=strides, padding=padding, use_bias=use_bias,
+                               dilation_rate=dilation_rate, groups=groups, kernel_initializer=settings.initializer,
+                               name=name)(x)
+
+
+def batch_norm(x, name, settings):
+    return keras.layers.BatchNormalization(epsilon=settings.batch_norm_epsilon, momentum=settings.batch_norm_momentum,
+                                           scale=settings.batch_norm_scale, name=name)(x)
+
+
+def activation(x, name, settings):
+    return keras.layers.Activation(settings.activation, name=name)(x)
+
+
+def conv_norm_act(x, filters, kernel, scope, settings, strides=1, padding="same", conv_name=None, output_name=None,
+                  use_bias=False, dilation_rate=1):
+    """Convolution, batch norm and activation (slim.conv2d with its normalizer_fn).
+
+    `conv_name` defaults to `scope`; `output_name` (the activation's) to `<scope>.Relu`.
+    """
+    x = conv(x, filters, kernel, conv_name or scope, settings, strides=strides, padding=padding, use_bias=use_bias,
+             dilation_rate=dilation_rate)
+    x = batch_norm(x, f"{scope}.BatchNorm", settings)
+    return activation(x, output_name or f"{scope}.Relu", settings)
+
+
+def activated_separable_conv_norm(x, filters, scope, settings, pre_activation=True, kernel=3):
+    """Xception's unit: (activation,) depthwise separable convolution, batch norm."""
+    if pre_activation:
+        x = activation(x, f"{scope}.Relu", settings)
+    x = keras.layers.SeparableConv2D(filters, kernel, padding="same", use_bias=False,
+                                     depthwise_initializer=settings.initializer,
+                                     pointwise_initializer=settings.initializer, name=scope)(x)
+    return batch_norm(x, f"{scope}.BatchNorm", settings)
+
+
+def pool(x, kind, size, name, strides=None, padding="valid"):
+    """Max ("max") or average ("avg") pooling."""
+    layer = keras.layers.MaxPooling2D if kind == "max" else keras.layers.AveragePooling2D
+    return layer(size, strides=strides, padding=padding, name=name)(x)
+
+
+def padded_max_pool(x, name, size=3, strides=2, pad: Optional[int] = 1):
+    """Max pooling after explicit zero padding (keras.applications' and torchvision's ResNet stem)."""
+    x = keras.layers.ZeroPadding2D(pad, name=f"{name}.Pad")(x)
+    return keras.layers.MaxPooling2D(size, strides=strides, name=name)(x)

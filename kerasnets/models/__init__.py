@@ -1,0 +1,7 @@
+"""The model zoo: one module per family, each its architecture as data plus its registered builders.
+
+The builders are also at the package top (`kerasnets.resnet50`); the modules
+live here (`kerasnets.models.resnet`), so no name means two things.
+"""
+
+FAMILIES = ("inception_v3", "xception", "resnet", "nin")

@@ -1,0 +1,167 @@
+"""ResNet v1 and v2.
+
+References:
+  He, Zhang, Ren, Sun, "Deep Residual Learning for Image Recognition", CVPR 2016
+  (https://arxiv.org/abs/1512.03385) -- v1, table 1 (18/34 basic, 50/101/152 bottleneck).
+  He, Zhang, Ren, Sun, "Identity Mappings in Deep Residual Networks", ECCV 2016
+  (https://arxiv.org/abs/1603.05027) -- v2, pre-activation.
+
+The bottleneck networks are keras.applications' ResNet50/101/152 and
+ResNet50V2/101V2/152V2 layer for layer (v1: stride 2 on the first unit of a
+stage, projection shortcuts, convolutions with biases; v2: pre-activation,
+stride 2 on the last unit of a stage), so their published files load. Names
+follow TF-slim's resnet scopes: `conv1`, `pool1`, `block1.unit_1.bottleneck_v1.conv1`
+(its `.BatchNorm`, `.Relu`), `...shortcut`; each stage's output is the
+endpoint `block1` ... `block4`. resnet18/34 use basic blocks (two 3x3
+convolutions, no biases before batch norm), as torchvision builds them.
+"""
+
+import functools
+
+from kerasnets import build, registry
+from kerasnets.features import FeatureInfo
+from kerasnets.layers import blocks, residual
+
+DEFAULT_SIZE = 224
+MIN_SIZE = 32
+STAGE_FILTERS = (64, 128, 256, 512)  # bottleneck units output residual.EXPANSION x these
+# keras.applications': Glorot-uniform kernels (Keras' default), batch norm epsilon 1.001e-5.
+CONV_SETTINGS = blocks.ConvSettings(batch_norm_epsilon=1.001e-5)
+
+# Units per stage (paper table 1) and the unit kind.
+ARCHITECTURES = {
+    "resnet18": ("basic", (2, 2, 2, 2)),
+    "resnet34": ("basic", (3, 4, 6, 3)),
+    "resnet50": ("bottleneck_v1", (3, 4, 6, 3)),
+    "resnet101": ("bottleneck_v1", (3, 4, 23, 3)),
+    "resnet152": ("bottleneck_v1", (3, 8, 36, 3)),
+    "resnet50_v2": ("bottleneck_v2", (3, 4, 6, 3)),
+    "resnet101_v2": ("bottleneck_v2", (3, 4, 23, 3)),
+    "resnet152_v2": ("bottleneck_v2", (3, 8, 36, 3)),
+}
+# keras.applications' names and published MD5s (top, notop), its published top-1 (keras.io), and the
+# preprocessing each kind's weights expect (torchvision's for the basic nets).
+PUBLISHED = {
+    "resnet50": ("resnet50", "2cb95161c43110f7111970584f804107", "4d473c1dd8becc155b73f8504c6f6626", 74.9),
+    "resnet101": ("resnet101", "f1aeb4b969a6efcfb50fad2f0c20cfc5", "88cf7a10940856eca736dc7b7e228a21", 76.4),
+    "resnet152": ("resnet152", "100835be76be38e30d865e96f2aaae62", "ee4c566cf9a93f14d82f913c2dc6dd0c", 76.6),
+    "resnet50_v2": ("resnet50v2", "3ef43a0b657b3be2300d5770ece849e0", "fac2f116257151a9d068a22e544a4917", 76.0),
+    "resnet101_v2": ("resnet101v2", "6343647c601c52e1368623803854d971", "c0ed64b8031c3730f411d2eb4eea35b5", 77.2),
+    "resnet152_v2": ("resnet152v2", "a49b44d1979771252814e80f8ec446f9", "ed17cf2e0169df9d443503ef94b23b33", 78.0),
+}
+PREPROCESSING = {"basic": "torch", "bottleneck_v1": "caffe", "bottleneck_v2": "tf"}
+CITATIONS = {"basic": "He et al., CVPR 2016", "bottleneck_v1": "He et al., CVPR 2016",
+             "bottleneck_v2": "He et al., ECCV 2016, pre-activation"}
+PAPERS = {"basic": "https://arxiv.org/abs/1512.03385", "bottleneck_v1": "https://arxiv.org/abs/1512.03385",
+          "bottleneck_v2": "https://arxiv.org/abs/1603.05027"}
+DISPLAY_NAMES = {"resnet18": "ResNet18", "resnet34": "ResNet34", "resnet50": "ResNet50", "resnet101": "ResNet101",
+                 "resnet152": "ResNet152", "resnet50_v2": "ResNet50V2", "resnet101_v2": "ResNet101V2",
+                 "resnet152_v2": "ResNet152V2"}
+# At the default size, with the top: parameters (keras.applications' counts; for 18/34, torchvision's
+# 11,689,512 / 21,797,672 plus the batch norms' moving statistics, which PyTorch keeps as buffers) and MACs.
+COUNTS = {
+    "resnet18": (11_699_112, 1_814_073_344), "resnet34": (21_814_696, 3_663_761_408),
+    "resnet50": (25_636_712, 3_857_973_248), "resnet101": (44_707_176, 7_570_194_432),
+    "resnet152": (60_419_944, 11_282_415_616), "resnet50_v2": (25_613_800, 3_482_255_360),
+    "resnet101_v2": (44_675_560, 7_194_476_544), "resnet152_v2": (60_380_648, 10_906_697_728),
+}
+
+
+def _stride(kind, stage, unit, units):
+    """v1 halves the grid on a stage's first unit (not stage 1); v2 on its last (not stage 4)."""
+    if kind == "bottleneck_v2":
+        return 2 if unit == units and stage < 4 else 1
+    return 2 if unit == 1 and stage > 1 else 1
+
+
+def _projects(kind, stage, unit):
+    """Projection shortcut on each stage's first unit (basic blocks: where the shape changes)."""
+    return unit == 1 and (kind != "basic" or stage > 1)
+
+
+def unit_scope(kind, stage, unit):
+    return f"block{stage}.unit_{unit}.{kind}"
+
+
+def _body(x, net, arch):
+    kind, units = ARCHITECTURES[arch]
+    settings = CONV_SETTINGS.with_initializer(net.initializer)
+    # conv1: 7x7/2, 64 (v2: a plain convolution, normalised by the first unit's preact).
+    if kind == "bottleneck_v2":
+        x = blocks.conv(x, 64, 7, "conv1", settings, strides=2, padding="symmetric", use_bias=True)
+    else:
+        x = blocks.conv_norm_act(x, 64, 7, "conv1", settings, strides=2, padding="symmetric",
+                                 conv_name="conv1.Conv2D", output_name="conv1", use_bias=kind != "basic")
+    yield "conv1", x
+    x = blocks.padded_max_pool(x, "pool1")
+    yield "pool1", x
+    for stage, (filters, count) in enumerate(zip(STAGE_FILTERS, units), start=1):
+        for unit in range(1, count + 1):
+            scope = unit_scope(kind, stage, unit)
+            output_name = f"block{stage}" if unit == count else scope
+            x = residual.UNITS[kind](x, scope, filters, _stride(kind, stage, unit, count),
+                                     _projects(kind, stage, unit), output_name, settings)
+        yield f"block{stage}", x
+    if kind == "bottleneck_v2":
+        x = blocks.activation(blocks.batch_norm(x, "postnorm.BatchNorm", settings), "postnorm", settings)
+        yield "postnorm", x
+
+
+def _resnet(arch, include_top, weights, input_tensor, input_shape, pooling, classes, classifier_activation, name,
+            final_endpoint):
+    return build.build_model(
+        arch, functools.partial(_body, arch=arch), include_top=include_top, weights=weights,
+        input_tensor=input_tensor, input_shape=input_shape, pooling=pooling, classes=classes,
+        classifier_activation=classifier_activation, name=name,
+        final_endpoint=final_endpoint, initializer=CONV_SETTINGS.initializer)
+
+
+def _features(kind):
+    expansion = 1 if kind == "basic" else residual.EXPANSION
+    reductions = (4, 8, 16, 32) if kind != "bottleneck_v2" else (8, 16, 32, 32)  # v2 strides at a stage's end
+    return (FeatureInfo("conv1", 64, 2), FeatureInfo("pool1", 64, 4),
+            *(FeatureInfo(f"block{i}", expansion * f, r) for i, (f, r) in enumerate(zip(STAGE_FILTERS, reductions),
+                                                                                    start=1)),
+            *((FeatureInfo("postnorm", expansion * STAGE_FILTERS[-1], 32),) if kind == "bottleneck_v2" else ()))
+
+
+def _make_builder(arch):
+    kind = ARCHITECTURES[arch][0]
+
+    def builder(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None, classes=1000,
+                classifier_activation="softmax", name=DISPLAY_NAMES[arch], final_endpoint=None):
+        return _resnet(arch, include_top, weights, input_tensor, input_shape, pooling, classes,
+                       classifier_activation, name, final_endpoint)
+
+    builder.__name__ = builder.__qualname__ = arch
+    builder.__doc__ = f"""Instantiates {DISPLAY_NAMES[arch]} ({CITATIONS[kind]}; {kind.replace("_", " ")} units).
+
+    Args follow keras.applications: `include_top`, `weights` (None, "imagenet"
+    where keras.applications publishes weights, a keras.applications-layout
+    `.h5`, or a Keras `.weights.h5`/`.keras` file from kerasnets),
+    `input_tensor`, `input_shape` (at least 32x32, default 224x224x3),
+    `pooling`, `classes`, `classifier_activation`, `name`; `final_endpoint`
+    (one of {[f.endpoint for f in _features(kind)]}) truncates the network
+    (with include_top=False).
+    """
+    return builder
+
+
+def _register(arch):
+    kind = ARCHITECTURES[arch][0]
+    published = ()
+    if arch in PUBLISHED:
+        stem, top_md5, notop_md5, top1 = PUBLISHED[arch]
+        published = (registry.keras_applications_weights(f"resnet/{stem}", top_md5, notop_md5,
+                                                         preprocessing=PREPROCESSING[kind], input_size=224,
+                                                         top1=top1),)
+    params, macs = COUNTS[arch]
+    return registry.register(registry.ModelConfig(
+        name=arch, builder=_make_builder(arch), family="resnet", paper=PAPERS[kind], default_size=DEFAULT_SIZE,
+        min_size=MIN_SIZE, features=_features(kind), params=params, macs=macs, preprocessing=PREPROCESSING[kind],
+        weights=published))
+
+
+CONFIGS = {arch: _register(arch) for arch in ARCHITECTURES}
+resnet18, resnet34, resnet50, resnet101, resnet152, resnet50_v2, resnet101_v2, resnet152_v2 = (
+    CONFIGS[arch].builder for arch in ARCHITECTURES)

@@ -1,0 +1,116 @@
+"""Loading weights from the layouts users have.
+
+One reader per format -- keras.applications' legacy HDF5 (`keras_applications`),
+TF-slim checkpoints (`slim`), Keras 3 `.weights.h5` / `.keras` (`keras3`) --
+and per-family layout tables (`layouts`: foreign name -> our layer name,
+derived from the models' data; layouts import models, never the reverse).
+Every shape is checked before any variable is assigned, so a wrong file
+changes nothing and the error names the first layer that does not fit.
+"""
+
+import dataclasses
+import os
+import zipfile
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """A weights file to load, and the layout it is written in (one of registry.LAYOUTS)."""
+
+    layout: str
+    path: str
+
+
+def resolve(weights, config, include_top):
+    """Turns the `weights` argument into a Source, checking the file's format.
+
+    Runs before the model is built. A published tag ("imagenet") fetches its
+    file with `keras.utils.get_file`, which checks the published hash.
+    """
+    if weights is None:
+        return None
+    if isinstance(weights, str) and weights in config.weight_tags:
+        import keras
+
+        published = config.pretrained(weights)
+        entry = config.weights_file(weights, include_top)
+        # Keras' own cache (KERAS_HOME, else ~/.keras), named so a failed download can say where the file goes.
+        cache = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+        try:
+            path = keras.utils.get_file(entry.filename, entry.url, cache_subdir="models", file_hash=entry.md5,
+                                        cache_dir=cache)
+        except ValueError:  # a corrupted download (MD5 mismatch): Keras' message says so
+            raise
+        except Exception as e:  # Keras raises a bare Exception for network failures
+            raise ConnectionError(
+                f"weights={weights!r}: could not download {entry.url} ({e}). Offline, put the file (MD5 {entry.md5}) "
+                f"at {os.path.join(cache, 'models', entry.filename)} and run again") from None
+        return Source(published.layout, path)
+    path = os.fspath(weights)
+    if os.path.isdir(path):
+        import tensorflow as tf
+
+        prefix = tf.train.latest_checkpoint(path)
+        if prefix is None:
+            raise ValueError(f"weights={path!r} is a directory without a TF checkpoint")
+        return Source("slim", prefix)
+    if not os.path.exists(path) and os.path.exists(path + ".index"):
+        return Source("slim", path)
+    if path.endswith(".keras"):
+        if not zipfile.is_zipfile(path):
+            raise ValueError(f"weights={path!r} is not a readable .keras archive")
+        return Source("keras3", path)
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            legacy = "layer_names" in f.attrs
+            keras3 = "layers" in f or "vars" in f
+    except OSError as e:
+        raise ValueError(
+            f"weights={path!r} is not a readable HDF5 weights file ({e}). Valid: a keras.applications "
+            ".h5, a Keras .weights.h5/.keras file, or a TF checkpoint prefix."
+        ) from None
+    if legacy:
+        return Source("keras_applications", path)
+    if keras3:
+        return Source("keras3", path)
+    raise ValueError(f"weights={path!r} is HDF5 but neither keras.applications' layout nor a Keras 3 weights file")
+
+
+def load(model, source, config):
+    """Loads `source` into `model`, registered model `config` (a no-op for None)."""
+    if source is None:
+        return
+    from kerasnets.weights import keras3, keras_applications, layouts, slim
+
+    if source.layout == "keras3":
+        keras3.load(model, source.path, _assign)
+        return
+    table = layouts.layout(config.name, source.layout)
+    if table is None:
+        raise ValueError(f"weights={source.path!r}: model {config.name!r} has no {source.layout} layout "
+                         f"(a {_FORMAT_NAMES[source.layout]}); it loads: {layouts.formats(config.name)}")
+    reader = keras_applications.read if source.layout == "keras_applications" else slim.read
+    _assign(model, reader(model, source.path, table), source.path)
+
+
+_FORMAT_NAMES = {"keras_applications": "keras.applications .h5 file", "slim": "TF-slim checkpoint"}
+
+
+def _assign(model, arrays, path):
+    """Checks every shape, then assigns: a mismatch leaves the model untouched."""
+    for layer_name, values in arrays.items():
+        layer = model.get_layer(layer_name)
+        if len(layer.weights) != len(values):
+            raise ValueError(f"weights={path!r} does not fit this model: layer {layer_name!r} has "
+                             f"{len(layer.weights)} variables, the file has {len(values)}.")
+        for variable, value in zip(layer.weights, values):
+            if tuple(variable.shape) != tuple(value.shape):
+                raise ValueError(
+                    f"weights={path!r} does not fit this model: layer {layer_name!r} expects "
+                    f"{variable.path} of shape {tuple(variable.shape)}, the file has {tuple(value.shape)}."
+                )
+    for layer_name, values in arrays.items():
+        model.get_layer(layer_name).set_weights(values)
+
+

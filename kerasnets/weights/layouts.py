@@ -1,0 +1,100 @@
+"""Per-family layout tables: how each foreign format names our layers' variables.
+
+Derived from the models' architecture data (so a table cannot drift from the
+model); layouts import models, never the reverse. `layout(name, format)` gives
+the table of registered model `name` in `format` (None where the publisher has
+no such file for it).
+"""
+
+import functools
+
+from kerasnets.models import inception_v3, resnet, xception
+from kerasnets.weights.keras_applications import KerasApplicationsLayout
+from kerasnets.weights.slim import SlimLayout
+
+
+def _inception_v3_keras_applications():
+    # keras.applications creates its 94 conv/batch-norm pairs in slim's order and leaves them unnamed:
+    # conv2d_<i> and batch_normalization_<i> belong to the i-th slim scope.
+    scopes = inception_v3.conv_scopes()
+    return KerasApplicationsLayout(table={
+        **{f"conv2d_{i}": inception_v3.conv_layer_name(s) for i, s in enumerate(scopes, start=1)},
+        **{f"batch_normalization_{i}": f"{s.replace('/', '.')}.BatchNorm" for i, s in enumerate(scopes, start=1)},
+        "predictions": "Logits",
+    })
+
+
+def _inception_v3_slim():
+    return SlimLayout(
+        scope="InceptionV3",
+        # Keras layer name -> slim scope, where the rule "." -> "/" does not give it.
+        renamed={"Logits": "Logits/Conv2d_1c_1x1", "AuxLogits.Conv2d_2b_1x1": "AuxLogits/Conv2d_2b_1x1"},
+        classifiers=("Logits", "AuxLogits.Conv2d_2b_1x1"),
+    )
+
+
+def _xception_keras_applications():
+    """keras.applications' Xception names -> ours (its four shortcut convolutions are unnamed)."""
+    table = {}
+
+    def pair(theirs, ours):
+        table[theirs] = ours
+        table[f"{theirs}_bn"] = f"{ours}.BatchNorm"
+
+    pair("block1_conv1", "EntryFlow_Block1.Conv2d_1")
+    pair("block1_conv2", "EntryFlow_Block1.Conv2d_2")
+    for i, block in enumerate(xception.STRIDED_BLOCKS, start=1):
+        table[f"conv2d_{i}"] = f"{block.name}.Shortcut"
+        table[f"batch_normalization_{i}"] = f"{block.name}.Shortcut.BatchNorm"
+    # keras.applications numbers the blocks 1..14: entry 2-4, middle 5-12, exit 13-14.
+    for number, (block, convs) in enumerate(xception.separable_blocks(), start=2):
+        for j in range(1, convs + 1):
+            pair(f"block{number}_sepconv{j}", f"{block}.SeparableConv2d_{j}")
+    table["predictions"] = "Logits"
+    return KerasApplicationsLayout(table=table)
+
+
+def _resnet_keras_applications(arch):
+    """keras.applications' ResNet/ResNetV2 names -> ours."""
+    kind, units = resnet.ARCHITECTURES[arch]
+    v2 = kind == "bottleneck_v2"
+    table = {"conv1_conv": "conv1" if v2 else "conv1.Conv2D", "predictions": "Logits"}
+    table.update({"post_bn": "postnorm.BatchNorm"} if v2 else {"conv1_bn": "conv1.BatchNorm"})
+    for stage, count in enumerate(units, start=1):
+        for unit in range(1, count + 1):
+            theirs, ours = f"conv{stage + 1}_block{unit}", resnet.unit_scope(kind, stage, unit)
+            if unit == 1:
+                table[f"{theirs}_0_conv"] = f"{ours}.shortcut"
+                if not v2:
+                    table[f"{theirs}_0_bn"] = f"{ours}.shortcut.BatchNorm"
+            if v2:
+                table[f"{theirs}_preact_bn"] = f"{ours}.preact"
+            for k in (1, 2, 3):
+                table[f"{theirs}_{k}_conv"] = f"{ours}.conv{k}"
+                if k < 3 or not v2:
+                    table[f"{theirs}_{k}_bn"] = f"{ours}.conv{k}.BatchNorm"
+    return KerasApplicationsLayout(table=table, auto_named=())
+
+
+# (model, format) -> the function that makes its table.
+LAYOUTS = {
+    ("inception_v3", "keras_applications"): _inception_v3_keras_applications,
+    ("inception_v3", "slim"): _inception_v3_slim,
+    ("xception", "keras_applications"): _xception_keras_applications,
+    **{(arch, "keras_applications"): functools.partial(_resnet_keras_applications, arch)
+       for arch, (kind, _) in resnet.ARCHITECTURES.items() if kind != "basic"},
+}
+
+
+@functools.lru_cache(maxsize=None)
+def layout(name, fmt):
+    """The table of model `name` in format `fmt` ("keras_applications", "slim"); None if it has none."""
+    make = LAYOUTS.get((name, fmt))
+    return None if make is None else make()
+
+
+def formats(name):
+    """The formats model `name` loads, for messages."""
+    return ["Keras 3 .weights.h5/.keras"] + [{"keras_applications": "keras.applications .h5",
+                                               "slim": "TF-slim checkpoint"}[fmt]
+                                              for model, fmt in LAYOUTS if model == name]

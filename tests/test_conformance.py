@@ -1,0 +1,137 @@
+"""The conformance suite: what every registered model must do, parametrised over `kerasnets.list_models()`.
+
+A new family gets all of this by registering. Each model is built at its
+smallest input (`min_size`) with random weights and checked for: named
+layers and endpoints as its registry entry declares them (channels and
+reductions too), truncation at every endpoint, `feature_extractor` by name
+and by reduction, analysis rows that add up, `.weights.h5` and `.keras`
+round trips with identical outputs (TensorFlow), the stored parameter and MAC counts at
+the default size, and (one child process for all models) the same outputs
+on JAX from the same files.
+"""
+
+import re
+
+import numpy as np
+import pytest
+
+import kerasnets
+from kerasnets import analysis, features
+from run_on_backend import run_on_jax
+from weight_files import randomize
+
+MODELS = kerasnets.list_models()
+HEAD_ENDPOINTS = {"global_pool", "AvgPool_1a", "PreLogits", "Logits", "Predictions"}
+
+
+def small_shape(name):
+    size = kerasnets.get_config(name).min_size
+    return (size, size, 3)
+
+
+def run(model, images):
+    """One eager call: for one small batch, tracing a 150-layer network for `predict` costs more than running it."""
+    return np.asarray(model(images, training=False))
+
+
+def keras_auto_name(layer):
+    """Whether `layer` carries a name Keras made up (`conv2d_3`, `batch_normalization`, `input_layer_1`)."""
+    kind = re.sub(r"(?<!^)(?=[A-Z])", "_", type(layer).__name__).lower().replace("2_d", "2d")
+    return re.fullmatch(rf"{kind}(_\d+)?", layer.name) is not None or layer.name.startswith("input_layer")
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """{name: (model, images, outputs, .weights.h5 path, .keras path)}: random weights written in both formats."""
+    root = tmp_path_factory.mktemp("conformance")
+    made = {}
+    rng = np.random.default_rng(0)
+    for i, name in enumerate(MODELS):
+        model = randomize(kerasnets.create_model(name, input_shape=small_shape(name), classifier_activation=None),
+                          seed=i)
+        images = rng.uniform(-1, 1, (2,) + small_shape(name)).astype("float32")
+        weights_path, keras_path = str(root / f"{name}.weights.h5"), str(root / f"{name}.keras")
+        model.save_weights(weights_path)
+        model.save(keras_path)
+        made[name] = (model, images, run(model, images), weights_path, keras_path)
+    return made
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_layers_endpoints_and_features_are_as_declared(name, saved):
+    config = kerasnets.get_config(name)
+    model = saved[name][0]
+    names = kerasnets.endpoints(model)
+    assert len(names) == len(set(names))
+    assert names[:len(config.endpoints)] == list(config.endpoints)
+    assert set(names[len(config.endpoints):]) <= HEAD_ENDPOINTS
+    assert names[-1] == "Predictions"
+    assert [layer.name for layer in model.layers if keras_auto_name(layer)] == []
+
+    # Without the top, the endpoints are exactly the declared features: channels and reductions.
+    bare = kerasnets.create_model(name, include_top=False, input_shape=small_shape(name))
+    assert kerasnets.endpoints(bare) == list(config.endpoints)
+    reductions = features.reductions(bare)
+    assert [(f.endpoint, bare.get_layer(f.endpoint).output.shape[-1], reductions[f.endpoint])
+            for f in config.features] == [(f.endpoint, f.channels, f.reduction) for f in config.features]
+
+    # Truncated at every endpoint: it ends there, with the full network's shape there.
+    for i, endpoint in enumerate(config.endpoints[:-1]):
+        truncated = kerasnets.create_model(name, include_top=False, input_shape=small_shape(name),
+                                           final_endpoint=endpoint)
+        assert kerasnets.endpoints(truncated) == list(config.endpoints[:i + 1]), endpoint
+        assert truncated.output.shape == bare.get_layer(endpoint).output.shape, endpoint
+
+    # Feature maps by name and by reduction (the deepest endpoint at each).
+    wanted = sorted({f.reduction for f in config.features})
+    deepest = {f.reduction: f.endpoint for f in config.features}
+    by_reduction = kerasnets.feature_extractor(bare, reductions=wanted)
+    assert list(by_reduction.output) == [deepest[r] for r in wanted]
+    by_name = kerasnets.feature_extractor(bare, [config.endpoints[0], config.endpoints[-1]])
+    maps = by_name(saved[name][1])
+    assert {k: tuple(v.shape) for k, v in maps.items()} == {
+        e: (2,) + tuple(bare.get_layer(e).output.shape[1:]) for e in (config.endpoints[0], config.endpoints[-1])}
+    with pytest.raises(ValueError, match=r"reductions=\(3,\).*no endpoint at reduction\(s\) \[3\]"):
+        kerasnets.feature_extractor(bare, reductions=(3,))
+
+    # Analysis: the rows add up to the totals.
+    rows = analysis.summarize(model)
+    total = rows[-1]
+    assert total["params"] == model.count_params() == sum(r["params"] for r in rows[:-1])
+    assert total["macs"] == sum(r["macs"] for r in rows[:-1]) > 0
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_keras_files_round_trip_exactly(name, saved):
+    model, images, expected, weights_path, keras_path = saved[name]
+    kwargs = dict(input_shape=small_shape(name), classifier_activation=None)
+    for path in (weights_path, keras_path):
+        loaded = kerasnets.create_model(name, weights=path, **kwargs)
+        np.testing.assert_array_equal(run(loaded, images), expected, err_msg=path)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_registry_counts_are_the_built_models(name):
+    """`kerasnets list` prints stored counts without building: they must be the built model's, at the default size."""
+    config = kerasnets.get_config(name)
+    total = analysis.summarize(kerasnets.create_model(name))[-1]
+    assert (total["params"], total["macs"]) == (config.params, config.macs)
+    assert total["output_shape"] is None and config.classes == kerasnets.create_model(
+        name, input_shape=small_shape(name)).output.shape[-1]
+
+
+def test_every_model_builds_and_loads_on_jax(saved, tmp_path):
+    """One child process with KERAS_BACKEND=jax builds every model and loads its .weights.h5 written on TF.
+
+    (Whole .keras files and keras.applications' layout on JAX: test_backends.py.)
+    """
+    cases, images = {}, {}
+    for name, (_, batch, _, weights_path, _) in saved.items():
+        kwargs = {"input_shape": list(small_shape(name)), "classifier_activation": None}
+        cases[name] = {"name": name, "weights": weights_path, "kwargs": kwargs}
+        images[name] = batch
+    found = run_on_jax(str(tmp_path), cases, images)
+    for key in cases:
+        expected = saved[key][2]
+        np.testing.assert_allclose(found[key][0], expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max(),
+                                   err_msg=key)

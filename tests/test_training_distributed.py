@@ -1,0 +1,131 @@
+"""Distributed training: MirroredStrategy on two CPU devices, two workers on loopback (TF_CONFIG)."""
+
+import json
+import os
+import signal
+import subprocess
+import textwrap
+import time
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kerasnets import data, training
+from children import free_ports, run_python
+
+
+
+MIRRORED = textwrap.dedent("""
+    import sys, tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    tf.config.set_soft_device_placement(True)
+    from kerasnets import training
+    model, history = training.train("nin", sys.argv[1], image_size=8, epochs=1, batch_size=16,
+                                    distribute="mirrored", output=sys.argv[2], verbose=0)
+    print("loss", history.history["loss"][0])
+""")
+
+
+def test_mirrored_strategy_on_two_cpu_devices(mixed_folder, tmp_path):
+    # MirroredStrategy uses logical devices of one type; we give it the two CPUs explicitly.
+    process = run_python(["-c", MIRRORED, mixed_folder, str(tmp_path / "run")])
+    out = process.communicate(timeout=600)[0]
+    assert process.returncode == 0, out[-3000:]
+    assert "2 replica(s)" in out
+    assert "loss" in out.splitlines()[-1]
+
+
+def test_two_local_workers_end_with_one_model_and_exact_metrics(digits, tmp_path):
+    """Two worker processes on loopback (TF_CONFIG): the issue's resnet18 run on the digits.
+
+    Both workers save the same model, batch-norm statistics included (each would
+    otherwise keep those of its own shard), and metrics.json is a single-process
+    `model.evaluate` of the chief's model.keras: every test image counted once.
+    """
+    workers = [f"localhost:{port}" for port in free_ports(2)]
+    output = str(tmp_path / "run")
+    processes = []
+    for index in range(2):
+        config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
+        processes.append(run_python(["-m", "kerasnets", "train", "resnet18", "--data", digits, "--image-size", "32",
+                               "--epochs", "2", "--batch-size", "32", "--distribute", "multi-worker",
+                               "--output", output, "--verbose", "0"], env={**os.environ, "TF_CONFIG": config}))
+    outputs = [p.communicate(timeout=900)[0] for p in processes]
+    for p, out in zip(processes, outputs):
+        assert p.returncode == 0, out[-3000:]
+    assert "2 replica(s)" in outputs[0]
+    assert len([line for line in outputs[0].splitlines() if "] epoch " in line]) == 2
+
+    chief = keras.saving.load_model(os.path.join(output, "model.keras"))
+    other = keras.saving.load_model(os.path.join(output, "worker_1", "model.keras"))  # kept apart
+    assert [v.path for v in chief.weights] == [v.path for v in other.weights]
+    assert any("moving_variance" in v.path for v in chief.weights)
+    for mine, theirs in zip(chief.weights, other.weights):
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy(), err_msg=mine.path)
+    eval_ds = data.load(digits, 32, 64).eval.map(lambda image, label: (image, tf.one_hot(label, 10)))
+    images = np.concatenate([x.numpy() for x, _ in eval_ds])
+    np.testing.assert_array_equal(chief.predict(images, verbose=0), other.predict(images, verbose=0))
+
+    settings = json.load(open(os.path.join(output, "run.json")))
+    chief.compile(loss=keras.losses.CategoricalCrossentropy(label_smoothing=settings["recipe"]["label_smoothing"]),
+                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
+                           keras.metrics.TopKCategoricalAccuracy(5, name="top5_accuracy")])
+    expected = chief.evaluate(eval_ds, verbose=0, return_dict=True)
+    metrics = json.load(open(os.path.join(output, "metrics.json")))
+    assert metrics["epochs"] == 2 and metrics["eval_images"] == 359
+    for name in ("accuracy", "top5_accuracy", "loss"):
+        assert metrics[name] == pytest.approx(expected[name], abs=1e-5), name
+
+    # Trained as well as one process with the same global batch, epochs and seed.
+    training.train("resnet18", digits, image_size=32, epochs=2, batch_size=32, distribute="off",
+                   output=str(tmp_path / "single"), verbose=0)
+    single = json.load(open(tmp_path / "single" / "metrics.json"))["accuracy"]
+    print(f"resnet18 on digits, 2 epochs, batch 32: test accuracy {metrics['accuracy']:.4f} on two workers, "
+          f"{single:.4f} in one process")
+    assert abs(metrics["accuracy"] - single) <= 0.05
+
+
+def test_two_workers_resume_after_one_dies(digits, tmp_path):
+    """A worker killed mid-run: the chief waits in an all-reduce, is stopped, and both resume from the backup."""
+    workers = [f"localhost:{port}" for port in free_ports(2)]
+    output = str(tmp_path / "run")
+    args = ["-m", "kerasnets", "train", "nin", "--data", digits, "--image-size", "8", "--epochs", "4",
+            "--batch-size", "32", "--distribute", "multi-worker", "--output", output, "--verbose", "0"]
+
+    def start(extra=()):
+        return [run_python(args + list(extra), env={**os.environ, "TF_CONFIG": json.dumps(
+            {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})}) for index in range(2)]
+
+    first = start()
+    backup = os.path.join(output, "backup", "training_metadata.json")
+    deadline = time.time() + 300
+    while not os.path.exists(backup) and all(p.poll() is None for p in first) and time.time() < deadline:
+        time.sleep(0.1)
+    assert os.path.exists(backup), first[0].communicate()[0][-2000:]
+    first[1].send_signal(signal.SIGKILL)
+    try:
+        first[0].wait(timeout=15)  # it waits for the dead worker in its next all-reduce, or fails
+    except subprocess.TimeoutExpired:
+        first[0].send_signal(signal.SIGKILL)
+    for process in first:
+        process.communicate()
+    assert not os.path.exists(os.path.join(output, "model.keras"))
+    assert not os.path.exists(os.path.join(output, "worker_1", "backup"))  # only the chief's backup exists
+    rows_before = training.read_history(os.path.join(output, "history.csv"))
+    assert 1 <= len(rows_before) < 4
+
+    second = start(["--resume"])
+    outputs = [p.communicate(timeout=600)[0] for p in second]
+    for process, out in zip(second, outputs):
+        assert process.returncode == 0, out[-3000:]
+    assert len([line for line in outputs[0].splitlines() if "] epoch " in line]) == 4 - len(rows_before)
+    rows = training.read_history(os.path.join(output, "history.csv"))
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3] and rows[0] == rows_before[0]
+    chief = keras.saving.load_model(os.path.join(output, "model.keras"))
+    other = keras.saving.load_model(os.path.join(output, "worker_1", "model.keras"))
+    for mine, theirs in zip(chief.weights, other.weights):
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy(), err_msg=mine.path)
+
