@@ -29,8 +29,10 @@ setup(
         # nbclient/nbformat/ipykernel run the notebooks in notebooks/ as tests; jax is a second Keras
         # backend, on which the builders must build and load every weight layout as they do on TF;
         # pytest-xdist runs the test files on two workers (pytest.ini), which keeps both cores busy while
-        # one of them traces or writes files.
-        "test": ["pytest", "pytest-xdist", "scikit-learn", "nbclient", "nbformat", "ipykernel", "jax"],
+        # one of them traces or writes files; tf-slim holds TF-slim's own networks, the reference the
+        # Inception family is tested against (tests/slim_graphs.py).
+        "test": ["pytest", "pytest-xdist", "scikit-learn", "nbclient", "nbformat", "ipykernel", "jax",
+                 "tf-slim"],
     },
     entry_points={"console_scripts": ["kerasnets=kerasnets.cli:main"]},
 )

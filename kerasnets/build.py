@@ -128,9 +128,11 @@ def validate_common(*, include_top, weights, input_shape, input_tensor, pooling,
                 f"weights={weights!r} needs 3 input channels (RGB); got input_shape={tuple(shape)}. "
                 "Use weights=None for other channel counts."
             )
-        if include_top and classes != published.classes:
+        allowed = {published.classes, published.classes - published.label_offset}
+        if include_top and classes not in allowed:
+            choices = " or ".join(str(c) for c in sorted(allowed, reverse=True))
             raise ValueError(
-                f"weights={weights!r} with include_top=True predicts {published.classes} classes; got "
+                f"weights={weights!r} with include_top=True predicts {choices} classes; got "
                 f"classes={classes}. Use include_top=False and add your own classifier."
             )
     return shape

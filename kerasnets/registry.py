@@ -28,8 +28,9 @@ class WeightsFile:
     """One published file."""
 
     url: str
-    md5: str  # as the publisher gives it (keras.applications publishes MD5s)
+    md5: Optional[str]  # as the publisher gives it (keras.applications publishes MD5s; TF-slim none)
     include_top: bool
+    member: str = ""  # for an archive: the path inside it to load (a TF-slim checkpoint prefix)
 
     @property
     def filename(self):
@@ -105,6 +106,19 @@ class ModelConfig:
         return keras.applications.imagenet_utils.preprocess_input(x, mode=self.preprocessing)
 
 
+SLIM_ROOT = "http://download.tensorflow.org/models/"
+SLIM_TABLE = "https://github.com/tensorflow/models/tree/master/research/slim#pre-trained-models"
+
+
+def slim_weights(archive, checkpoint, *, input_size, top1):
+    """TF-slim's published checkpoint (a .tar.gz holding `checkpoint`): 1001 classes, class 0 "background",
+    Inception preprocessing (pixels to [-1, 1]); top-1 as slim's README gives it."""
+    files = tuple(WeightsFile(f"{SLIM_ROOT}{archive}", None, include_top=top, member=checkpoint)
+                  for top in (True, False))
+    return PretrainedWeights(tag="imagenet", files=files, layout="slim", classes=1001, label_offset=1,
+                             preprocessing="tf", input_size=input_size, top1=top1, top1_source=SLIM_TABLE)
+
+
 KERAS_APPLICATIONS_ROOT = "https://storage.googleapis.com/tensorflow/keras-applications/"
 KERAS_APPLICATIONS_TABLE = "https://keras.io/api/applications/"  # where keras.applications' top-1 are published
 
@@ -120,6 +134,7 @@ def keras_applications_weights(stem, top_md5, notop_md5, *, preprocessing, input
 
 
 _REGISTRY: dict = {}
+_ALIASES: dict = {}  # another name people know a model by -> its registered name
 _modules_imported = False
 
 
@@ -148,9 +163,16 @@ def register(config: ModelConfig):
     return config
 
 
+def register_alias(alias, name):
+    """`get_config(alias)` / `create_model(alias)` give model `name` (e.g. "googlenet" for "inception_v1")."""
+    if alias in _REGISTRY or alias in _ALIASES:
+        raise ValueError(f"{alias!r} is already a model name or alias")
+    _ALIASES[alias] = name
+
+
 def list_models(pattern: Optional[str] = None, pretrained: bool = False):
-    """Registered model names, sorted, filtered by an fnmatch `pattern` (e.g. "resnet*");
-    `pretrained=True` keeps those with published weights. Builds nothing."""
+    """Registered model names (not their aliases), sorted, filtered by an fnmatch `pattern` (e.g.
+    "resnet*"); `pretrained=True` keeps those with published weights. Builds nothing."""
     if pattern is not None and not isinstance(pattern, str):
         raise TypeError(f"pattern must be a string or None, got {pattern!r}")
     names = sorted(name for name, config in _registry().items() if config.weights or not pretrained)
@@ -162,9 +184,9 @@ def get_config(name: str) -> ModelConfig:
     if not isinstance(name, str):
         raise TypeError(f"model name must be a string, got {name!r}")
     try:
-        return _registry()[name]
+        return _registry()[_ALIASES.get(name, name)]
     except KeyError:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.4)
+        close = difflib.get_close_matches(name, [*_REGISTRY, *_ALIASES], n=3, cutoff=0.4)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
         raise ValueError(
             f"Unknown model name {name!r}.{hint} Known models: {', '.join(list_models())}."

@@ -21,7 +21,8 @@ from run_on_backend import run_on_jax
 from weight_files import randomize
 
 MODELS = kerasnets.list_models()
-HEAD_ENDPOINTS = {"global_pool", "AvgPool_1a", "PreLogits", "Logits", "Predictions"}
+# The classifier's named layers: global pool, dropout (slim's names where slim has them), Logits, Predictions.
+HEAD_ENDPOINTS = {"global_pool", "AvgPool_1a", "PreLogits", "AvgPool_0a_7x7", "Dropout_0b", "Logits", "Predictions"}
 
 
 def small_shape(name):

@@ -12,36 +12,19 @@ convolution, `...Conv2d_0b_5x5.BatchNorm` its batch norm; the layer whose
 output is an endpoint carries the endpoint's name.
 """
 
-import collections
 import functools
 
 import keras
 
 from kerasnets import build, registry
 from kerasnets.features import FeatureInfo
-from kerasnets.layers import blocks
+from kerasnets.layers import blocks, inception
+from kerasnets.layers.inception import Conv, Fork, avg_pool, conv, max_pool
 
 # Hyper-parameters shared by every convolution (slim's inception_arg_scope): batch norm without gamma,
 # epsilon 0.001, decay 0.9997; slim's variance_scaling_initializer() is 2/fan_in, a truncated normal.
 CONV_SETTINGS = blocks.ConvSettings(initializer="he_normal", batch_norm_epsilon=0.001, batch_norm_momentum=0.9997,
                                     batch_norm_scale=False)
-
-Conv = collections.namedtuple("Conv", "name filters kernel strides padding")
-Pool = collections.namedtuple("Pool", "name kind strides padding")
-Fork = collections.namedtuple("Fork", "convs")  # parallel convolutions, concatenated
-
-
-def conv(name, filters, kernel, strides=1, padding="same"):
-    return Conv(name, filters, kernel if isinstance(kernel, tuple) else (kernel, kernel), strides, padding)
-
-
-def avg_pool(name):
-    return Pool(name, "avg", 1, "same")
-
-
-def max_pool(name, strides=2, padding="valid"):
-    return Pool(name, "max", strides, padding)
-
 
 # The stem (paper table 1 up to the first inception module): one op per endpoint.
 STEM = (
@@ -124,59 +107,17 @@ DEFAULT_SIZE = 299
 
 def conv_scopes():
     """Slim scopes of all base convolutions, in the order slim (and keras.applications) creates them."""
-    scopes = []
-    for endpoint, op in STEM:
-        if isinstance(op, Conv):
-            scopes.append(endpoint)
-    for block, branches in MIXED:
-        for branch, ops in branches:
-            for op in ops:
-                for c in (op.convs if isinstance(op, Fork) else (op,)):
-                    if isinstance(c, Conv):
-                        scopes.append(f"{block}/{branch}/{c.name}")
-    return tuple(scopes)
+    return inception.conv_scopes(STEM, MIXED)
 
 
 def conv_layer_name(scope):
-    """Keras name of the convolution of slim `scope`: endpoint units end in a ReLU named after them."""
-    name = scope.replace("/", ".")
-    return f"{name}.Conv2D" if name in BASE_ENDPOINTS else name
-
-
-def _conv_bn(x, conv_op, scope, depth, settings, output_name=None):
-    """slim.conv2d with its batch norm (no scale, as slim) and ReLU, for `conv_op` in slim scope `scope`."""
-    return blocks.conv_norm_act(x, depth(conv_op.filters), conv_op.kernel, scope.replace("/", "."), settings,
-                                strides=conv_op.strides, padding=conv_op.padding, conv_name=conv_layer_name(scope),
-                                output_name=output_name)
-
-
-def _pool(x, op, name):
-    return blocks.pool(x, op.kind, 3, name, strides=op.strides, padding=op.padding)
-
-
-def _apply_branch(x, ops, scope, depth, settings):
-    for op in ops:
-        if isinstance(op, Conv):
-            x = _conv_bn(x, op, f"{scope}/{op.name}", depth, settings)
-        elif isinstance(op, Pool):
-            x = _pool(x, op, f"{scope}/{op.name}".replace("/", "."))
-        else:  # Fork
-            forks = [_conv_bn(x, c, f"{scope}/{c.name}", depth, settings) for c in op.convs]
-            x = keras.layers.Concatenate(name=f"{scope.replace('/', '.')}.concat")(forks)
-    return x
+    """Keras name of the convolution of slim `scope`."""
+    return inception.conv_layer_name(scope, BASE_ENDPOINTS)
 
 
 def _body(x, net, depth):
     """The stem, then the inception modules: yields each endpoint."""
-    settings = CONV_SETTINGS.with_initializer(net.initializer)
-    for endpoint, op in STEM:
-        x = _conv_bn(x, op, endpoint, depth, settings, output_name=endpoint) if isinstance(op, Conv) else _pool(
-            x, op, endpoint)
-        yield endpoint, x
-    for block, branches in MIXED:
-        outputs = [_apply_branch(x, ops, f"{block}/{branch}", depth, settings) for branch, ops in branches]
-        x = keras.layers.Concatenate(name=block)(outputs)
-        yield block, x
+    yield from inception.stem_and_modules(x, STEM, MIXED, CONV_SETTINGS.with_initializer(net.initializer), depth)
 
 
 def _spatial_size(size, until):
@@ -184,7 +125,7 @@ def _spatial_size(size, until):
     if size is None:
         return None
     for endpoint, op in STEM:
-        kernel = op.kernel[0] if isinstance(op, Conv) else 3
+        kernel = op.kernel[0] if isinstance(op, Conv) else op.size
         size = -(-size // op.strides) if op.padding == "same" else (size - kernel) // op.strides + 1
         if endpoint == until:
             return size
@@ -260,11 +201,11 @@ def _aux_head(x, net, depth):
     """slim's auxiliary classifier on Mixed_6e (section 4 of the paper)."""
     settings = CONV_SETTINGS  # the aux head keeps its initializers: keras.applications' files do not have it
     x = keras.layers.AveragePooling2D(5, strides=3, padding="valid", name="AuxLogits.AvgPool_1a_5x5")(x)
-    x = _conv_bn(x, conv(None, 128, 1), "AuxLogits/Conv2d_1b_1x1", depth, settings)
+    x = inception.unit(x, conv(None, 128, 1), "AuxLogits/Conv2d_1b_1x1", settings, depth)
     # slim shrinks the 5x5 kernel when the map is smaller (and names the scope after it).
     kernel = tuple(5 if d is None else min(d, 5) for d in x.shape[1:3])
-    x = _conv_bn(x, conv(None, 768, kernel, padding="valid"), "AuxLogits/Conv2d_2a_{}x{}".format(*kernel), depth,
-                 settings)
+    x = inception.unit(x, conv(None, 768, kernel, padding="valid"), "AuxLogits/Conv2d_2a_{}x{}".format(*kernel),
+                       settings, depth)
     x = keras.layers.Conv2D(net.classes, 1, kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.001),
                             name="AuxLogits.Conv2d_2b_1x1")(x)
     # A 1x1 map at the default size (slim squeezes); larger inputs average like global_pool.
@@ -285,12 +226,7 @@ def _features():
         features.append(FeatureInfo(endpoint, channels, reduction))
     for block, branches in MIXED:
         reduction *= 2 if block in GRID_REDUCTIONS else 1
-        widths = []
-        for _, ops in branches:
-            last = ops[-1]
-            widths.append(sum(c.filters for c in last.convs) if isinstance(last, Fork) else
-                          last.filters if isinstance(last, Conv) else channels)
-        channels = sum(widths)
+        channels = inception.module_channels(branches, channels)
         features.append(FeatureInfo(block, channels, reduction))
     return tuple(features)
 

@@ -37,13 +37,16 @@ def resolve(weights, config, include_top):
         cache = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
         try:
             path = keras.utils.get_file(entry.filename, entry.url, cache_subdir="models", file_hash=entry.md5,
-                                        cache_dir=cache)
-        except ValueError:  # a corrupted download (MD5 mismatch): Keras' message says so
+                                        cache_dir=cache, extract=bool(entry.member))
+        except ValueError:  # a corrupted download (hash mismatch): Keras' message says so
             raise
         except Exception as e:  # Keras raises a bare Exception for network failures
+            checked = f" (MD5 {entry.md5})" if entry.md5 else ""
             raise ConnectionError(
-                f"weights={weights!r}: could not download {entry.url} ({e}). Offline, put the file (MD5 {entry.md5}) "
+                f"weights={weights!r}: could not download {entry.url} ({e}). Offline, put the file{checked} "
                 f"at {os.path.join(cache, 'models', entry.filename)} and run again") from None
+        if entry.member:  # an archive, extracted next to it
+            path = os.path.join(path, entry.member)
         return Source(published.layout, path)
     path = os.fspath(weights)
     if os.path.isdir(path):

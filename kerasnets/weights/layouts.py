@@ -8,7 +8,7 @@ no such file for it).
 
 import functools
 
-from kerasnets.models import inception_v3, resnet, xception
+from kerasnets.models import inception_v1, inception_v3, resnet, xception
 from kerasnets.weights.keras_applications import KerasApplicationsLayout
 from kerasnets.weights.slim import SlimLayout
 
@@ -22,6 +22,10 @@ def _inception_v3_keras_applications():
         **{f"batch_normalization_{i}": f"{s.replace('/', '.')}.BatchNorm" for i, s in enumerate(scopes, start=1)},
         "predictions": "Logits",
     })
+
+
+def _inception_v1_slim():
+    return SlimLayout(scope="InceptionV1", renamed={"Logits": "Logits/Conv2d_0c_1x1"}, classifiers=("Logits",))
 
 
 def _inception_v3_slim():
@@ -78,6 +82,7 @@ def _resnet_keras_applications(arch):
 
 # (model, format) -> the function that makes its table.
 LAYOUTS = {
+    ("inception_v1", "slim"): _inception_v1_slim,
     ("inception_v3", "keras_applications"): _inception_v3_keras_applications,
     ("inception_v3", "slim"): _inception_v3_slim,
     ("xception", "keras_applications"): _xception_keras_applications,

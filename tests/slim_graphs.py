@@ -1,0 +1,62 @@
+"""TF-slim's own networks (tf-slim 1.1) as the reference: built in a TF1 graph, random weights, a checkpoint.
+
+tf-slim 1.1 predates TF 2.21: its layers import `tf_keras.legacy_tf_layers` and
+`ops.Tensor`. TF still ships the legacy layers slim needs for convolutions and
+pooling (`tensorflow.python.keras.legacy_tf_layers`), so the names are aliased
+to them here; batch norm runs slim's fused path (`_fused_batch_norm`, plain TF
+ops), chosen by `zero_debias_moving_mean=True`, which changes nothing at
+inference. Nothing here is imported by kerasnets.
+"""
+
+import importlib
+import sys
+import types
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.python.framework import ops, tensor
+
+
+def _alias_legacy_layers():
+    if not hasattr(ops, "Tensor"):
+        ops.Tensor = tensor.Tensor
+    if "tf_keras" in sys.modules:
+        return
+    package = types.ModuleType("tf_keras")
+    package.__path__ = []
+    sys.modules["tf_keras"] = package
+    legacy = "tensorflow.python.keras.legacy_tf_layers"
+    sys.modules["tf_keras.legacy_tf_layers"] = importlib.import_module(legacy)
+    for name in ("base", "convolutional", "core", "pooling"):
+        sys.modules[f"tf_keras.legacy_tf_layers.{name}"] = importlib.import_module(f"{legacy}.{name}")
+
+
+def run_slim_net(net, arg_scope, images, checkpoint_prefix, seed=0, **kwargs):
+    """Builds slim's `net(inputs, is_training=False, **kwargs)` under `arg_scope()`, gives every variable
+    random values (batch-norm statistics too), saves them to `checkpoint_prefix` with TF1's Saver and
+    returns ({endpoint: output on `images`}, logits)."""
+    _alias_legacy_layers()
+    import tf_slim as slim
+
+    rng = np.random.default_rng(seed)
+    graph = tf.Graph()
+    with graph.as_default():
+        inputs = tf.compat.v1.placeholder(tf.float32, (None,) + images.shape[1:])
+        with slim.arg_scope(arg_scope()), slim.arg_scope([slim.batch_norm], zero_debias_moving_mean=True):
+            logits, end_points = net(inputs, is_training=False, **kwargs)
+        variables = tf.compat.v1.global_variables()
+        with tf.compat.v1.Session(graph=graph) as session:
+            for variable in variables:
+                shape = variable.shape.as_list()
+                name = variable.op.name
+                if name.endswith("moving_variance"):
+                    value = rng.uniform(0.5, 1.5, shape)
+                elif name.endswith(("moving_mean", "beta", "biases")):
+                    value = rng.normal(0.0, 0.2, shape)
+                else:
+                    value = rng.normal(0.0, np.sqrt(2.0 / max(int(np.prod(shape[:-1])), 1)), shape)
+                variable.load(value.astype("float32"), session)
+            outputs = session.run({**end_points, "__logits__": logits}, {inputs: images})
+            tf.compat.v1.train.Saver(variables).save(session, checkpoint_prefix, write_meta_graph=False)
+    logits = outputs.pop("__logits__")
+    return outputs, logits
