@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 _NAMES = {
     "create_model": "registry", "get_config": "registry", "list_models": "registry",
     "endpoints": "features", "feature_extractor": "features",
-    "inception_v1": "models.inception_v1", "googlenet": "models.inception_v1",
+    "inception_v1": "models.inception_v1", "googlenet": "models.inception_v1", "inception_v2": "models.inception_v2",
     "inception_v3": "models.inception_v3", "xception": "models.xception", "nin": "models.nin",
     **{name: "models.resnet" for name in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
                                           "resnet50_v2", "resnet101_v2", "resnet152_v2")},

@@ -146,7 +146,7 @@ def test_nin_learns_on_a_small_batch():
 
 
 def test_registry_lists_every_builder():
-    assert kerasnets.list_models() == sorted(["inception_v1", "inception_v3", "xception", "resnet18", "resnet34", "resnet50",
+    assert kerasnets.list_models() == sorted(["inception_v1", "inception_v2", "inception_v3", "xception", "resnet18", "resnet34", "resnet50",
                                               "resnet101", "resnet152", "resnet50_v2", "resnet101_v2",
                                               "resnet152_v2", "nin", "nin_imagenet"])
     assert kerasnets.list_models("resnet*_v2") == ["resnet101_v2", "resnet152_v2", "resnet50_v2"]

@@ -16,6 +16,9 @@ import keras
 from kerasnets.layers import blocks
 
 Conv = collections.namedtuple("Conv", "name filters kernel strides padding")
+# A depthwise separable convolution with biases and a ReLU, no batch norm (Inception v2's first layer, as slim
+# builds it: its arg_scope normalises slim.conv2d only); `multiplier` is the depthwise channel multiplier.
+SeparableConv = collections.namedtuple("SeparableConv", "name filters kernel strides multiplier")
 Pool = collections.namedtuple("Pool", "name kind size strides padding")
 Fork = collections.namedtuple("Fork", "convs")
 
@@ -52,7 +55,7 @@ def conv_layer_name(scope, endpoints):
 def module_channels(branches, channels_in, depth=int):
     """Output channels of a module: the sum of its branches' last widths (a pool passes its input's)."""
     total = 0
-    for _, ops in branches:
+    for _, ops in branches:  # (a module's branches)
         last = ops[-1]
         total += (sum(depth(c.filters) for c in last.convs) if isinstance(last, Fork) else
                   depth(last.filters) if isinstance(last, Conv) else channels_in)
@@ -64,6 +67,12 @@ def unit(x, op, scope, settings, depth=int, endpoint=False):
     name = scope.replace("/", ".")
     if isinstance(op, Pool):
         return blocks.pool(x, op.kind, op.size, name, strides=op.strides, padding=op.padding)
+    if isinstance(op, SeparableConv):
+        x = keras.layers.SeparableConv2D(depth(op.filters), op.kernel, strides=op.strides, padding="same",
+                                         depth_multiplier=op.multiplier, depthwise_initializer=settings.initializer,
+                                         pointwise_initializer=settings.initializer,
+                                         name=f"{name}.Conv2D" if endpoint else name)(x)
+        return blocks.activation(x, name if endpoint else f"{name}.Relu", settings)
     return blocks.conv_norm_act(x, depth(op.filters), op.kernel, name, settings, strides=op.strides,
                                 padding=op.padding, conv_name=f"{name}.Conv2D" if endpoint else name,
                                 output_name=name if endpoint else None)

@@ -8,7 +8,7 @@ no such file for it).
 
 import functools
 
-from kerasnets.models import inception_v1, inception_v3, resnet, xception
+from kerasnets.models import inception_v3, resnet, xception
 from kerasnets.weights.keras_applications import KerasApplicationsLayout
 from kerasnets.weights.slim import SlimLayout
 
@@ -26,6 +26,10 @@ def _inception_v3_keras_applications():
 
 def _inception_v1_slim():
     return SlimLayout(scope="InceptionV1", renamed={"Logits": "Logits/Conv2d_0c_1x1"}, classifiers=("Logits",))
+
+
+def _inception_v2_slim():
+    return SlimLayout(scope="InceptionV2", renamed={"Logits": "Logits/Conv2d_1c_1x1"}, classifiers=("Logits",))
 
 
 def _inception_v3_slim():
@@ -83,6 +87,7 @@ def _resnet_keras_applications(arch):
 # (model, format) -> the function that makes its table.
 LAYOUTS = {
     ("inception_v1", "slim"): _inception_v1_slim,
+    ("inception_v2", "slim"): _inception_v2_slim,
     ("inception_v3", "keras_applications"): _inception_v3_keras_applications,
     ("inception_v3", "slim"): _inception_v3_slim,
     ("xception", "keras_applications"): _xception_keras_applications,

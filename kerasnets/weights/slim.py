@@ -8,6 +8,8 @@ logger = logging.getLogger("kerasnets")
 # Keras variable name -> slim variable name.
 _SLIM_VARIABLE = {
     "kernel": "weights",
+    "depthwise_kernel": "depthwise_weights",
+    "pointwise_kernel": "pointwise_weights",
     "bias": "biases",
     "gamma": "gamma",
     "beta": "beta",
