@@ -62,6 +62,23 @@ def module_channels(branches, channels_in, depth=int):
     return total
 
 
+def features(stem, modules, grid_reductions=()):
+    """FeatureInfo (endpoint, channels, reduction) of every endpoint, from the data: convolutions and pools
+    stride, the modules in `grid_reductions` halve the grid."""
+    from kerasnets.features import FeatureInfo
+
+    found, reduction, channels = [], 1, 3
+    for endpoint, op in stem + modules:
+        if isinstance(op, (Conv, Pool, SeparableConv)):
+            reduction *= op.strides
+            channels = channels if isinstance(op, Pool) else op.filters
+        else:
+            reduction *= 2 if endpoint in grid_reductions else 1
+            channels = module_channels(op, channels)
+        found.append(FeatureInfo(endpoint, channels, reduction))
+    return tuple(found)
+
+
 def unit(x, op, scope, settings, depth=int, endpoint=False):
     """A `Conv` op (convolution, batch norm, ReLU) in slim `scope`, or a `Pool` op named after it."""
     name = scope.replace("/", ".")

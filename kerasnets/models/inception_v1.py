@@ -17,9 +17,8 @@ and scores with a 1x1 convolution, here the equivalent `Logits` Dense layer.
 import keras
 
 from kerasnets import build, registry
-from kerasnets.features import FeatureInfo
 from kerasnets.layers import blocks, inception
-from kerasnets.layers.inception import Conv, Pool, conv, max_pool
+from kerasnets.layers.inception import conv, max_pool
 
 DEFAULT_SIZE = 224
 MIN_SIZE = 32
@@ -90,21 +89,9 @@ def inception_v1(include_top=True, weights=None, input_tensor=None, input_shape=
         head=build.ClassifierHead("AvgPool_0a_7x7", (dropout_rate, "Dropout_0b")))
 
 
-def _features():
-    features, reduction, channels = [], 1, 3
-    for endpoint, op in STEM + MODULES:
-        if isinstance(op, (Conv, Pool)):
-            reduction *= op.strides
-            channels = op.filters if isinstance(op, Conv) else channels
-        else:
-            channels = inception.module_channels(op, channels)
-        features.append(FeatureInfo(endpoint, channels, reduction))
-    return tuple(features)
-
-
 CONFIG = registry.register(registry.ModelConfig(
     name="inception_v1", builder=inception_v1, family="inception_v1", paper="https://arxiv.org/abs/1409.4842",
-    default_size=DEFAULT_SIZE, min_size=MIN_SIZE, features=_features(), params=6_632_184, macs=1_498_376_192,
+    default_size=DEFAULT_SIZE, min_size=MIN_SIZE, features=inception.features(STEM, MODULES), params=6_632_184, macs=1_498_376_192,
     preprocessing="tf",
     weights=(registry.slim_weights("inception_v1_2016_08_28.tar.gz", "inception_v1.ckpt", input_size=DEFAULT_SIZE,
                                    top1=69.8),)))

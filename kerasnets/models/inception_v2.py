@@ -18,9 +18,8 @@ with max, the other modules with average. Everything is `same`-padded.
 import functools
 
 from kerasnets import build, registry
-from kerasnets.features import FeatureInfo
 from kerasnets.layers import blocks, inception
-from kerasnets.layers.inception import Conv, Pool, SeparableConv, avg_pool, conv, max_pool
+from kerasnets.layers.inception import SeparableConv, avg_pool, conv, max_pool
 
 DEFAULT_SIZE = 224
 MIN_SIZE = 32
@@ -111,22 +110,9 @@ def inception_v2(include_top=True, weights=None, input_tensor=None, input_shape=
         initializer=CONV_SETTINGS.initializer, head=build.ClassifierHead("AvgPool_1a_7x7", (dropout_rate, "Dropout_1b")))
 
 
-def _features():
-    features, reduction, channels = [], 1, 3
-    for endpoint, op in _stem(8) + MODULES:
-        if isinstance(op, (Conv, Pool, SeparableConv)):
-            reduction *= op.strides
-            channels = channels if isinstance(op, Pool) else op.filters
-        else:
-            reduction *= 2 if endpoint in GRID_REDUCTIONS else 1
-            channels = inception.module_channels(op, channels)
-        features.append(FeatureInfo(endpoint, channels, reduction))
-    return tuple(features)
-
-
 CONFIG = registry.register(registry.ModelConfig(
     name="inception_v2", builder=inception_v2, family="inception_v2", paper="https://arxiv.org/abs/1502.03167",
-    default_size=DEFAULT_SIZE, min_size=MIN_SIZE, features=_features(), params=11_198_112, macs=1_934_857_216,
+    default_size=DEFAULT_SIZE, min_size=MIN_SIZE, features=inception.features(_stem(8), MODULES, GRID_REDUCTIONS), params=11_198_112, macs=1_934_857_216,
     preprocessing="tf",
     weights=(registry.slim_weights("inception_v2_2016_08_28.tar.gz", "inception_v2.ckpt", input_size=DEFAULT_SIZE,
                                    top1=73.9),)))

@@ -17,7 +17,6 @@ import functools
 import keras
 
 from kerasnets import build, registry
-from kerasnets.features import FeatureInfo
 from kerasnets.layers import blocks, inception
 from kerasnets.layers.inception import Conv, Fork, avg_pool, conv, max_pool
 
@@ -217,20 +216,6 @@ def preprocess_input(x, data_format=None):
     return keras.applications.imagenet_utils.preprocess_input(x, data_format=data_format, mode="tf")
 
 
-def _features():
-    """Every endpoint's channels and reduction at 299x299, from the data above."""
-    features, reduction, channels = [], 1, 3
-    for endpoint, op in STEM:
-        reduction *= op.strides
-        channels = op.filters if isinstance(op, Conv) else channels
-        features.append(FeatureInfo(endpoint, channels, reduction))
-    for block, branches in MIXED:
-        reduction *= 2 if block in GRID_REDUCTIONS else 1
-        channels = inception.module_channels(branches, channels)
-        features.append(FeatureInfo(block, channels, reduction))
-    return tuple(features)
-
-
 # keras.applications' file names and MD5s (with the top, without), and its published top-1.
 IMAGENET = registry.keras_applications_weights(
     "inception_v3/inception_v3", "9a0d58056eeedaa3f26cb7ebd46da564", "bcbd6486424b2319ff4ef7d526e38f63",
@@ -238,5 +223,5 @@ IMAGENET = registry.keras_applications_weights(
 
 CONFIG = registry.register(registry.ModelConfig(
     name="inception_v3", builder=inception_v3, family="inception_v3", paper="https://arxiv.org/abs/1512.00567",
-    default_size=DEFAULT_SIZE, min_size=MIN_SIZE, features=_features(), params=23_851_784, macs=5_713_216_096,
+    default_size=DEFAULT_SIZE, min_size=MIN_SIZE, features=inception.features(STEM, MIXED, GRID_REDUCTIONS), params=23_851_784, macs=5_713_216_096,
     preprocessing="tf", weights=(IMAGENET,)))
