@@ -14,6 +14,17 @@ import tensorflow as tf  # noqa: E402
 
 from image_folders import write_digits_folder  # noqa: E402
 
+# The longest files start first, so that the two workers (pytest.ini) finish together.
+LONGEST_FIRST = ("test_training_readme.py", "test_training_distributed.py", "test_training.py", "test_conformance.py")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the order within a file stays
+
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):

@@ -12,6 +12,7 @@ from weight_files import randomize, rel_max_diff, write_keras_applications_h5
 # registry name -> (keras.applications builder, a small input that still exercises every layer)
 COUNTERPARTS = {
     "xception": (keras.applications.Xception, 71),
+    "inception_resnet_v2": (keras.applications.InceptionResNetV2, 75),
     "resnet50": (keras.applications.ResNet50, 64),
     "resnet101": (keras.applications.ResNet101, 32),
     "resnet152": (keras.applications.ResNet152, 32),
@@ -146,7 +147,8 @@ def test_nin_learns_on_a_small_batch():
 
 
 def test_registry_lists_every_builder():
-    assert kerasnets.list_models() == sorted(["inception_v1", "inception_v2", "inception_v3", "xception", "resnet18", "resnet34", "resnet50",
+    assert kerasnets.list_models() == sorted(["inception_v1", "inception_v2", "inception_v3", "inception_resnet_v2",
+                                              "xception", "resnet18", "resnet34", "resnet50",
                                               "resnet101", "resnet152", "resnet50_v2", "resnet101_v2",
                                               "resnet152_v2", "nin", "nin_imagenet"])
     assert kerasnets.list_models("resnet*_v2") == ["resnet101_v2", "resnet152_v2", "resnet50_v2"]

@@ -14,7 +14,8 @@ import without_kerasnets
 
 def test_list_models_and_pattern():
     assert "inception_v3" in kerasnets.list_models()
-    assert kerasnets.list_models("inception*") == ["inception_v1", "inception_v2", "inception_v3"]
+    assert kerasnets.list_models("inception*") == ["inception_resnet_v2", "inception_v1", "inception_v2",
+                                                   "inception_v3"]
     assert kerasnets.list_models("nothing*") == []
 
 
@@ -41,7 +42,7 @@ def test_config_is_data():
     with pytest.raises(ValueError, match=r"weights='jft': no published weights .* Available: \['imagenet'\]"):
         config.pretrained("jft")
     assert kerasnets.list_models(pretrained=True) == [
-        "inception_v1", "inception_v2", "inception_v3", "resnet101", "resnet101_v2", "resnet152", "resnet152_v2", "resnet50", "resnet50_v2",
+        "inception_resnet_v2", "inception_v1", "inception_v2", "inception_v3", "resnet101", "resnet101_v2", "resnet152", "resnet152_v2", "resnet50", "resnet50_v2",
         "xception"]
 
 
@@ -211,3 +212,35 @@ def test_a_keras_file_written_by_kerasnets_0_1_still_loads_and_predicts_the_same
     for how, model in loaded.items():
         np.testing.assert_allclose(model.predict(reference["images"], verbose=0), reference["outputs"], rtol=1e-5,
                                    atol=1e-6, err_msg=how)
+
+
+def test_tensorflows_held_start_up_lines_are_shown_when_it_fails_to_load(tmp_path):
+    """The CLI holds TF's start-up lines back; if importing TF fails, they are what explains it, so they show."""
+    fake = tmp_path / "tensorflow"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("import os\nos.write(2, b'held: cannot load libtensorflow_cc.so.2\\n')\n"
+                                      "raise ImportError('tensorflow is broken here')\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    result = subprocess.run([sys.executable, "-m", "kerasnets", "summary", "nin"], capture_output=True, text=True,
+                            env=env)
+    assert result.returncode != 0
+    assert "held: cannot load libtensorflow_cc.so.2" in result.stderr
+    assert "tensorflow is broken here" in result.stderr
+
+
+def test_export_refuses_labels_that_do_not_name_every_class(tmp_path):
+    import keras
+
+    from kerasnets import export
+    from kerasnets.layers import raw_pixel_input
+
+    inputs, x = raw_pixel_input(16, "tf")
+    net = kerasnets.nin(input_tensor=x, classes=3)
+    run = tmp_path / "run"
+    run.mkdir()
+    keras.Model(inputs, net.output).save(run / "model.keras")
+    (run / "labels.txt").write_text("cat\ndog\n")
+    with pytest.raises(ValueError, match="MODEL 'run' predicts 3 classes but its labels name 2"):
+        export.export(str(run / "model.keras"), output=str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()

@@ -35,6 +35,19 @@ def max_pool(name, size=3, strides=2, padding="valid"):
     return Pool(name, "max", size, strides, padding)
 
 
+# The stem of Inception v3 (paper table 1, to the first module) and of Inception-ResNet v2 (figure 14 of
+# Szegedy et al. 2017, as slim builds it): one op per endpoint; sizes at 299x299.
+V3_STEM = (
+    ("Conv2d_1a_3x3", conv(None, 32, 3, strides=2, padding="valid")),  # 149x149x32
+    ("Conv2d_2a_3x3", conv(None, 32, 3, padding="valid")),  # 147x147x32
+    ("Conv2d_2b_3x3", conv(None, 64, 3)),  # 147x147x64
+    ("MaxPool_3a_3x3", max_pool(None)),  # 73x73x64
+    ("Conv2d_3b_1x1", conv(None, 80, 1, padding="valid")),  # 73x73x80
+    ("Conv2d_4a_3x3", conv(None, 192, 3, padding="valid")),  # 71x71x192
+    ("MaxPool_5a_3x3", max_pool(None)),  # 35x35x192
+)
+
+
 def conv_scopes(stem, modules):
     """Slim scopes of every convolution of `stem` and `modules`, in the order slim creates them."""
     scopes = [endpoint for endpoint, op in stem if isinstance(op, Conv)]
@@ -109,6 +122,20 @@ def module(x, block, branches, settings, depth=int):
     """The module `block`: its branches side by side, concatenated into the endpoint `block`."""
     outputs = [branch(x, ops, f"{block}/{name}", settings, depth) for name, ops in branches]
     return keras.layers.Concatenate(name=block)(outputs)
+
+
+def residual_module(x, scope, branches, settings, scale, output_name, activate=True):
+    """Inception-ResNet's unit (Szegedy et al. 2017): the branches, concatenated, projected back to the input's
+    width by a 1x1 convolution with biases and no batch norm (`Conv2d_1x1`), scaled by `scale`, added to the
+    input, then a ReLU (unless `activate` is False); the output is named `output_name`."""
+    name = scope.replace("/", ".")
+    mixed = keras.layers.Concatenate(name=f"{name}.concat")(
+        [branch(x, ops, f"{scope}/{branch_name}", settings) for branch_name, ops in branches])
+    up = keras.layers.Conv2D(x.shape[-1], 1, use_bias=True, kernel_initializer=settings.initializer,
+                             name=f"{name}.Conv2d_1x1")(mixed)
+    up = keras.layers.Rescaling(scale, name=f"{name}.Scale")(up)
+    x = keras.layers.Add(name=f"{name}.add" if activate else output_name)([x, up])
+    return blocks.activation(x, output_name, settings) if activate else x
 
 
 def stem_and_modules(x, stem, modules, settings, depth=int):

@@ -25,16 +25,8 @@ from kerasnets.layers.inception import Conv, Fork, avg_pool, conv, max_pool
 CONV_SETTINGS = blocks.ConvSettings(initializer="he_normal", batch_norm_epsilon=0.001, batch_norm_momentum=0.9997,
                                     batch_norm_scale=False)
 
-# The stem (paper table 1 up to the first inception module): one op per endpoint.
-STEM = (
-    ("Conv2d_1a_3x3", conv(None, 32, 3, strides=2, padding="valid")),  # 149x149x32
-    ("Conv2d_2a_3x3", conv(None, 32, 3, padding="valid")),  # 147x147x32
-    ("Conv2d_2b_3x3", conv(None, 64, 3)),  # 147x147x64
-    ("MaxPool_3a_3x3", max_pool(None)),  # 73x73x64
-    ("Conv2d_3b_1x1", conv(None, 80, 1, padding="valid")),  # 73x73x80
-    ("Conv2d_4a_3x3", conv(None, 192, 3, padding="valid")),  # 71x71x192
-    ("MaxPool_5a_3x3", max_pool(None)),  # 35x35x192
-)
+# The stem (paper table 1 up to the first inception module), shared with Inception-ResNet v2.
+STEM = inception.V3_STEM
 
 
 def _module_35x35(pool_filters, branch_1_names=("Conv2d_0a_1x1", "Conv2d_0b_5x5")):

@@ -8,7 +8,8 @@ no such file for it).
 
 import functools
 
-from kerasnets.models import inception_v3, resnet, xception
+from kerasnets.models import inception_resnet_v2, inception_v3, resnet, xception
+from kerasnets.layers import inception
 from kerasnets.weights.keras_applications import KerasApplicationsLayout
 from kerasnets.weights.slim import SlimLayout
 
@@ -39,6 +40,46 @@ def _inception_v3_slim():
         renamed={"Logits": "Logits/Conv2d_1c_1x1", "AuxLogits.Conv2d_2b_1x1": "AuxLogits/Conv2d_2b_1x1"},
         classifiers=("Logits", "AuxLogits.Conv2d_2b_1x1"),
     )
+
+
+def _inception_resnet_v2_keras_applications():
+    """keras.applications creates the convolutions in slim's order; it names the units' 1x1 projections
+    (`block35_1_conv` ... `block8_10_conv`) and the last convolution (`conv_7b`), the others are automatic."""
+    model = inception_resnet_v2
+    scopes = list(inception.conv_scopes(model.STEM, model.MODULES[:1]))  # the stem and Mixed_5b
+    table = {}
+    for (module, branches), unit_scopes in zip(model.MODULES, _units_by_module()):
+        if module != "Mixed_5b":
+            scopes.extend(inception.conv_scopes((), ((module, branches),)))
+        for unit_scope, unit_branches in unit_scopes:
+            scopes.extend(inception.conv_scopes((), ((unit_scope, unit_branches),)))
+    final, final_branches, _ = model.FINAL_UNIT
+    scopes.extend(inception.conv_scopes((), ((final, final_branches),)))
+    for i, scope in enumerate(scopes, start=1):
+        table[f"conv2d_{i}"] = inception.conv_layer_name(scope, model.ENDPOINTS)
+        table[f"batch_normalization_{i}"] = f"{scope.replace('/', '.')}.BatchNorm"
+    for kind, count in (("block35", 10), ("block17", 20), ("block8", 10)):
+        for i in range(1, count + 1):
+            table[f"{kind}_{i}_conv"] = _unit_projection(kind, i)
+    table.update({"conv_7b": f"{model.TOP_CONV[0]}.Conv2D", "conv_7b_bn": f"{model.TOP_CONV[0]}.BatchNorm",
+                  "predictions": "Logits"})
+    return KerasApplicationsLayout(table=table)
+
+
+def _units_by_module():
+    model = inception_resnet_v2
+    for module, _ in model.MODULES:
+        repeat, unit, branches, count, _ = model.REPEATS[module]
+        yield [(f"{repeat}/{unit}_{i}", branches) for i in range(1, count + 1)]
+
+
+def _unit_projection(kind, i):
+    """Our name of keras.applications' `<kind>_<i>_conv` (its block8_10 is slim's last `Block8`)."""
+    model = inception_resnet_v2
+    if kind == "block8" and i == 10:
+        return f"{model.FINAL_UNIT[0]}.Conv2d_1x1"
+    repeat = {"block35": "Repeat", "block17": "Repeat_1", "block8": "Repeat_2"}[kind]
+    return f"{repeat}.{kind}_{i}.Conv2d_1x1"
 
 
 def _xception_keras_applications():
@@ -91,6 +132,7 @@ LAYOUTS = {
     ("inception_v3", "keras_applications"): _inception_v3_keras_applications,
     ("inception_v3", "slim"): _inception_v3_slim,
     ("xception", "keras_applications"): _xception_keras_applications,
+    ("inception_resnet_v2", "keras_applications"): _inception_resnet_v2_keras_applications,
     **{(arch, "keras_applications"): functools.partial(_resnet_keras_applications, arch)
        for arch, (kind, _) in resnet.ARCHITECTURES.items() if kind != "basic"},
 }
