@@ -18,6 +18,7 @@ CASES = {
     "inception_v1": ("inception_v1", "inception_v1", {}),
     "inception_v2": ("inception_v2", "inception_v2", {}),
     "inception_v2_half": ("inception_v2", "inception_v2", {"depth_multiplier": 0.5, "min_depth": 8}),
+    "inception_v3": ("inception_v3", "inception_v3", {}),  # slim adds its aux head, which ours skips
 }
 
 
@@ -41,8 +42,10 @@ def test_the_network_is_slims(case, slim_nets):
     name, _, kwargs = CASES[case]
     images, prefix, end_points, logits = slim_nets[case]
     base = list(kerasnets.get_config(name).endpoints)
-    assert [e for e in end_points if e not in ("Logits", "Predictions")] == base  # slim's endpoints, in order
-    model = kerasnets.create_model(name, weights=prefix, classes=1001, classifier_activation=None, **kwargs)
+    assert [e for e in end_points if e in base] == base  # slim's endpoints, in order
+    assert set(end_points) - set(base) <= {"AuxLogits", "PreLogits", "Logits", "Predictions"}
+    model = kerasnets.create_model(name, weights=prefix, classes=1001, classifier_activation=None,
+                                   input_shape=images.shape[1:], **kwargs)
     features = kerasnets.feature_extractor(model, base)(images, training=False)
     for endpoint in base:
         assert features[endpoint].shape == end_points[endpoint].shape, endpoint

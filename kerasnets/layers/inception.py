@@ -1,8 +1,8 @@
 """Inception modules as data (Szegedy et al.): parallel branches of ops, concatenated.
 
 A branch is a tuple of ops applied in turn: `Conv` (slim.conv2d with batch
-norm and ReLU), `Pool`, or `Fork` (parallel convolutions whose outputs are
-concatenated, Inception v3's expanded filter banks). A stem is a tuple of
+norm and ReLU), `SeparableConv`, `Pool`, or `Fork` (parallel convolutions
+whose outputs are concatenated, Inception v3's expanded filter banks). A stem is a tuple of
 `(endpoint, op)`. Scopes follow slim: `Mixed_5b/Branch_1/Conv2d_0b_5x5` is
 the layer `Mixed_5b.Branch_1.Conv2d_0b_5x5`, its batch norm `...BatchNorm`;
 a stem unit's convolution is `<endpoint>.Conv2D`, its ReLU carries the
@@ -68,7 +68,7 @@ def conv_layer_name(scope, endpoints):
 def module_channels(branches, channels_in, depth=int):
     """Output channels of a module: the sum of its branches' last widths (a pool passes its input's)."""
     total = 0
-    for _, ops in branches:  # (a module's branches)
+    for _, ops in branches:
         last = ops[-1]
         total += (sum(depth(c.filters) for c in last.convs) if isinstance(last, Fork) else
                   depth(last.filters) if isinstance(last, Conv) else channels_in)
@@ -93,7 +93,9 @@ def features(stem, modules, grid_reductions=()):
 
 
 def unit(x, op, scope, settings, depth=int, endpoint=False):
-    """A `Conv` op (convolution, batch norm, ReLU) in slim `scope`, or a `Pool` op named after it."""
+    """The op in slim `scope`: a `Conv` (convolution, batch norm, ReLU), a `SeparableConv` (with a ReLU) or a
+    `Pool`. As a stem unit (`endpoint`), its last layer carries the scope's name and a convolution is
+    `<scope>.Conv2D`."""
     name = scope.replace("/", ".")
     if isinstance(op, Pool):
         return blocks.pool(x, op.kind, op.size, name, strides=op.strides, padding=op.padding)
