@@ -72,7 +72,6 @@ REPEATS = {
 MODULES = (("Mixed_5b", MIXED_5B), ("Mixed_6a", MIXED_6A), ("Mixed_7a", MIXED_7A))
 FINAL_UNIT = ("Block8", BLOCK8, 1.0)  # a last 8x8 unit, without activation
 TOP_CONV = ("Conv2d_7b_1x1", conv(None, 1536, 1))  # 8x8x1536
-ENDPOINTS = tuple(name for name, _ in STEM + MODULES) + ("PreAuxLogits", TOP_CONV[0])
 
 
 def _body(x, net):

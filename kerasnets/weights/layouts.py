@@ -56,7 +56,7 @@ def _inception_resnet_v2_keras_applications():
     final, final_branches, _ = model.FINAL_UNIT
     scopes.extend(inception.conv_scopes((), ((final, final_branches),)))
     for i, scope in enumerate(scopes, start=1):
-        table[f"conv2d_{i}"] = inception.conv_layer_name(scope, model.ENDPOINTS)
+        table[f"conv2d_{i}"] = inception.conv_layer_name(scope, model.CONFIG.endpoints)
         table[f"batch_normalization_{i}"] = f"{scope.replace('/', '.')}.BatchNorm"
     for kind, count in (("block35", 10), ("block17", 20), ("block8", 10)):
         for i in range(1, count + 1):
