@@ -501,7 +501,8 @@ def train(model, data, *, image_size=None, epochs=10, batch_size=32, weights=Non
         # model.keras computes in float32 whatever the run's precision (portable, exportable; see
         # kerasnets.precision.with_precision for bfloat16 inference), and metrics.json scores that model.
         saved = net if policy == "float32" else precision_lib.with_precision(net, "off")
-        # A plain functional model (built-in layers only): plain Keras opens model.keras without kerasnets.
+        # A fresh functional model over the same layers (built-in only, so plain Keras opens model.keras): it is
+        # compiled and evaluated on its own, leaving the training model's compiled state alone.
         saved = keras.Model(saved.input, saved.output, name=saved.name)
         # The trained optimizer goes with it, so training can go on from the file.
         saved.compile(optimizer=net.optimizer, **_loss_and_metrics(classes, recipe.label_smoothing))
