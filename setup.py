@@ -30,7 +30,8 @@ setup(
         # backend, on which the builders must build and load every weight layout as they do on TF;
         # pytest-xdist runs the test files on two workers (pytest.ini), which keeps both cores busy while
         # one of them traces or writes files; tf-slim holds TF-slim's own networks, the reference the
-        # Inception family is tested against (tests/slim_graphs.py).
+        # Inception family is tested against (tests/slim_graphs.py; the nets tf-slim lacks come from
+        # tests/reference-nets.txt, installed without dependencies).
         "test": ["pytest", "pytest-xdist", "scikit-learn", "nbclient", "nbformat", "ipykernel", "jax",
                  "tf-slim"],
     },

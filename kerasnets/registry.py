@@ -110,12 +110,12 @@ SLIM_ROOT = "http://download.tensorflow.org/models/"
 SLIM_TABLE = "https://github.com/tensorflow/models/tree/master/research/slim#pre-trained-models"
 
 
-def slim_weights(archive, checkpoint, *, input_size, top1):
+def slim_weights(archive, checkpoint, *, input_size, top1, tag="imagenet"):
     """TF-slim's published checkpoint (a .tar.gz holding `checkpoint`): 1001 classes, class 0 "background",
     Inception preprocessing (pixels to [-1, 1]); top-1 as slim's README gives it."""
     files = tuple(WeightsFile(f"{SLIM_ROOT}{archive}", None, include_top=top, member=checkpoint)
                   for top in (True, False))
-    return PretrainedWeights(tag="imagenet", files=files, layout="slim", classes=1001, label_offset=1,
+    return PretrainedWeights(tag=tag, files=files, layout="slim", classes=1001, label_offset=1,
                              preprocessing="tf", input_size=input_size, top1=top1, top1_source=SLIM_TABLE)
 
 

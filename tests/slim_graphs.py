@@ -6,6 +6,12 @@ pooling (`tensorflow.python.keras.legacy_tf_layers`), so the names are aliased
 to them here; batch norm runs slim's fused path (`_fused_batch_norm`, plain TF
 ops), chosen by `zero_debias_moving_mean=True`, which changes nothing at
 inference. Nothing here is imported by kerasnets.
+
+tf-slim 1.1 holds Inception v1-v3 and the ResNets; Inception v4,
+Inception-ResNet v2, MobileNet v1 and VGG are in tensorflow/models'
+`research/slim/nets/`, which the package `tf-models-research-object-detection`
+installs as `object_detection.nets` (installed without its dependencies:
+tests/reference-nets.txt). Those modules import their siblings as `nets`.
 """
 
 import importlib
@@ -29,6 +35,23 @@ def _alias_legacy_layers():
     sys.modules["tf_keras.legacy_tf_layers"] = importlib.import_module(legacy)
     for name in ("base", "convolutional", "core", "pooling"):
         sys.modules[f"tf_keras.legacy_tf_layers.{name}"] = importlib.import_module(f"{legacy}.{name}")
+
+
+def slim_module(name):
+    """slim's `nets/<name>.py`: from tf-slim where it has it, else from tensorflow/models' copy."""
+    _alias_legacy_layers()
+    try:
+        return importlib.import_module(f"tf_slim.nets.{name}")
+    except ModuleNotFoundError:
+        sys.modules.setdefault("nets", importlib.import_module("object_detection.nets"))
+        return importlib.import_module(f"object_detection.nets.{name}")
+
+
+def slim_arg_scope(is_training):
+    """The arg_scope slim's full networks open around their base: batch norm and dropout in inference mode."""
+    import tf_slim as slim
+
+    return slim.arg_scope([slim.batch_norm, slim.dropout], is_training=is_training)
 
 
 def run_slim_net(net, arg_scope, images, checkpoint_prefix, seed=0, **kwargs):

@@ -98,6 +98,22 @@ def test_inception_v3_matches_published_figures(inception_rows):
     assert rows["Logits"]["receptive_field"] is None
 
 
+# google-research/receptive_field's table (computed on TF-slim's networks; Araujo et al. 2019, table 1):
+# model -> (last endpoint, receptive field, effective stride, effective padding).
+SLIM_RECEPTIVE_FIELDS = {
+    "inception_v2": ("Mixed_5c", 699, 32, 318),
+    "inception_v4": ("Mixed_7d", 2071, 32, 998),
+    "inception_resnet_v2": ("Conv2d_7b_1x1", 3039, 32, 1482),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SLIM_RECEPTIVE_FIELDS))
+def test_inception_family_matches_the_published_receptive_fields(name):
+    endpoint, field, stride, padding = SLIM_RECEPTIVE_FIELDS[name]
+    row = next(r for r in analysis.summarize(name) if r["endpoint"] == endpoint)
+    assert (row["receptive_field"], row["effective_stride"], row["effective_padding"]) == (field, stride, padding)
+
+
 def test_resnet50_receptive_field():
     rows = {r["endpoint"]: r for r in analysis.summarize("resnet50")}
     # Araujo et al. 2019, table 1: ResNet-50 r 483, S 32, P 241.

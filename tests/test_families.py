@@ -147,7 +147,8 @@ def test_nin_learns_on_a_small_batch():
 
 
 def test_registry_lists_every_builder():
-    assert kerasnets.list_models() == sorted(["inception_v1", "inception_v2", "inception_v3", "inception_resnet_v2",
+    assert kerasnets.list_models() == sorted(["inception_v1", "inception_v2", "inception_v3", "inception_v4",
+                                              "inception_resnet_v2",
                                               "xception", "resnet18", "resnet34", "resnet50",
                                               "resnet101", "resnet152", "resnet50_v2", "resnet101_v2",
                                               "resnet152_v2", "nin", "nin_imagenet"])

@@ -1,7 +1,7 @@
 """The Inception family beside TF-slim's own networks: same endpoints, same values from slim's checkpoints."""
 
+import dataclasses
 import glob
-import importlib
 import os
 import tarfile
 
@@ -10,67 +10,119 @@ import numpy as np
 import pytest
 
 import kerasnets
-from slim_graphs import run_slim_net
+from slim_graphs import run_slim_net, slim_arg_scope, slim_module
 from weight_files import rel_max_diff
 
-# case -> (registered model, tf_slim.nets module, the builders' keyword arguments, which slim takes too)
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One of our models beside slim's: `slim_kwargs` go to slim's function, `kwargs` to both."""
+
+    model: str  # registered name
+    size: int = 224
+    kwargs: dict = dataclasses.field(default_factory=dict)
+    slim_kwargs: dict = dataclasses.field(default_factory=dict)
+    ours: dict = dataclasses.field(default_factory=dict)  # our builder's own arguments for slim's defaults
+    base: bool = False  # slim's `<model>_base` (no classifier), our include_top=False
+
+    def slim_net(self):
+        module = slim_module(self.model)
+        net = getattr(module, self.model + ("_base" if self.base else ""))
+        if self.base:  # the base takes no is_training: its batch norms read it from an arg_scope
+            def net(inputs, is_training, _base=net, **kwargs):
+                with slim_arg_scope(is_training):
+                    return _base(inputs, **kwargs)
+        arg_scope = getattr(module, f"{self.model}_arg_scope")
+        return net, arg_scope
+
+
 CASES = {
-    "inception_v1": ("inception_v1", "inception_v1", {}),
-    "inception_v2": ("inception_v2", "inception_v2", {}),
-    "inception_v2_half": ("inception_v2", "inception_v2", {"depth_multiplier": 0.5, "min_depth": 8}),
-    "inception_v3": ("inception_v3", "inception_v3", {}),  # slim adds its aux head, which ours skips
+    "inception_v1": Case("inception_v1"),
+    "inception_v2": Case("inception_v2"),
+    "inception_v2_half": Case("inception_v2", kwargs={"depth_multiplier": 0.5, "min_depth": 8}),
+    "inception_v3": Case("inception_v3"),  # slim adds its aux head, which ours skips
+    # at the default size, with slim's aux head (which needs a known size)
+    "inception_v4": Case("inception_v4", size=299, ours={"aux_logits": True}),
+    "inception_resnet_v2": Case("inception_resnet_v2", size=299, ours={"aux_logits": True}),
+    # the dense-prediction options, up to the last endpoint slim builds at output stride 8
+    "inception_resnet_v2_os8_aligned": Case(
+        "inception_resnet_v2", size=224, base=True,
+        kwargs={"output_stride": 8, "align_feature_maps": True, "final_endpoint": "PreAuxLogits"}),
 }
 
 
 @pytest.fixture(scope="module")
 def slim_nets(tmp_path_factory):
-    """{case: (images, checkpoint prefix, slim's endpoints, slim's logits)}: slim's net (1001 classes) with
+    """{case: (images, checkpoint prefix, slim's endpoints, slim's output)}: slim's net (1001 classes) with
     random weights, on two images."""
     made = {}
-    for case, (_, module_name, kwargs) in CASES.items():
-        module = importlib.import_module(f"tf_slim.nets.{module_name}")
-        images = np.random.default_rng(0).uniform(-1, 1, (2, 224, 224, 3)).astype("float32")
-        prefix = str(tmp_path_factory.mktemp("slim") / f"{module_name}.ckpt")
-        end_points, logits = run_slim_net(getattr(module, module_name), getattr(module, f"{module_name}_arg_scope"),
-                                          images, prefix, num_classes=1001, **kwargs)
-        made[case] = images, prefix, end_points, logits
+    for name, case in CASES.items():
+        net, arg_scope = case.slim_net()
+        images = np.random.default_rng(0).uniform(-1, 1, (2, case.size, case.size, 3)).astype("float32")
+        prefix = str(tmp_path_factory.mktemp("slim") / f"{case.model}.ckpt")
+        extra = {} if case.base else {"num_classes": 1001}
+        end_points, output = run_slim_net(net, arg_scope, images, prefix, **extra, **case.kwargs, **case.slim_kwargs)
+        made[name] = images, prefix, end_points, output
     return made
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_the_network_is_slims(case, slim_nets):
-    name, _, kwargs = CASES[case]
-    images, prefix, end_points, logits = slim_nets[case]
-    base = list(kerasnets.get_config(name).endpoints)
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_the_network_is_slims(name, slim_nets):
+    case = CASES[name]
+    images, prefix, end_points, output = slim_nets[name]
+    base = list(kerasnets.get_config(case.model).endpoints)
+    base = base[:base.index(case.kwargs["final_endpoint"]) + 1] if "final_endpoint" in case.kwargs else base
     assert [e for e in end_points if e in base] == base  # slim's endpoints, in order
-    assert set(end_points) - set(base) <= {"AuxLogits", "PreLogits", "Logits", "Predictions"}
-    model = kerasnets.create_model(name, weights=prefix, classes=1001, classifier_activation=None,
-                                   input_shape=images.shape[1:], **kwargs)
+    assert set(end_points) - set(base) <= {"AuxLogits", "PreLogits", "PreLogitsFlatten", "global_pool", "Logits",
+                                           "Predictions"}
+    top = {"include_top": False} if case.base else {"classes": 1001, "classifier_activation": None}
+    model = kerasnets.create_model(case.model, weights=prefix, input_shape=images.shape[1:], **top, **case.kwargs,
+                                   **case.ours)
     features = kerasnets.feature_extractor(model, base)(images, training=False)
     for endpoint in base:
         assert features[endpoint].shape == end_points[endpoint].shape, endpoint
         assert rel_max_diff(features[endpoint], end_points[endpoint]) <= 1e-4, endpoint
-    assert rel_max_diff(model(images, training=False), logits) <= 1e-4
+    outputs = model(images, training=False)
+    if case.ours.get("aux_logits"):
+        outputs, aux = outputs
+        assert rel_max_diff(aux, end_points["AuxLogits"]) <= 1e-4
+    assert rel_max_diff(outputs, output) <= 1e-4
 
 
-@pytest.mark.parametrize("name", ["inception_v1", "inception_v2"])
-def test_imagenet_is_slims_published_archive(name, slim_nets, monkeypatch, tmp_path):
-    """weights="imagenet": slim's archive (here the test checkpoint, packed as slim packs it, where a download
-    would put it); 1000 classes by default, slim's background class 0 dropped."""
-    images, prefix, _, logits = slim_nets[name]
-    entry = kerasnets.get_config(name).weights_file("imagenet", include_top=True)
-    assert entry.url == f"http://download.tensorflow.org/models/{name}_2016_08_28.tar.gz" and entry.md5 is None
+# slim's published archives (research/slim README): case -> (weights tag, archive, checkpoint inside it)
+SLIM_ARCHIVES = {
+    "inception_v1": ("imagenet", "inception_v1_2016_08_28.tar.gz", "inception_v1.ckpt"),
+    "inception_v2": ("imagenet", "inception_v2_2016_08_28.tar.gz", "inception_v2.ckpt"),
+    "inception_v4": ("imagenet", "inception_v4_2016_09_09.tar.gz", "inception_v4.ckpt"),
+    "inception_resnet_v2": ("imagenet_slim", "inception_resnet_v2_2016_08_30.tar.gz",
+                            "inception_resnet_v2_2016_08_30.ckpt"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SLIM_ARCHIVES))
+def test_published_weights_are_slims_archive(name, slim_nets, monkeypatch, tmp_path):
+    """slim's archive (here the test checkpoint, packed as slim packs it, where a download would put it);
+    1000 classes by default, slim's background class 0 dropped; the aux head's variables skipped."""
+    tag, archive_name, member = SLIM_ARCHIVES[name]
+    images, prefix, end_points, logits = slim_nets[name]
+    published = kerasnets.get_config(name).pretrained(tag)
+    assert (published.classes, published.label_offset, published.layout) == (1001, 1, "slim")
+    entry = published.file(include_top=True)
+    assert (entry.url, entry.member, entry.md5) == ("http://download.tensorflow.org/models/" + archive_name, member,
+                                                    None)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     archive = tmp_path / "models" / entry.filename
     archive.parent.mkdir()
     with tarfile.open(archive, "w:gz") as tar:
         for path in glob.glob(prefix + ".*"):
             tar.add(path, arcname=os.path.basename(path).replace(os.path.basename(prefix), entry.member))
-    model = kerasnets.create_model(name, weights="imagenet", classifier_activation=None)
+    model = kerasnets.create_model(name, weights=tag, classifier_activation=None)
     assert model.output.shape[-1] == 1000
     assert rel_max_diff(model(images, training=False), logits[:, 1:]) <= 1e-4
     with pytest.raises(ValueError, match="predicts 1001 or 1000 classes; got classes=10"):
-        kerasnets.create_model(name, weights="imagenet", classes=10)
+        kerasnets.create_model(name, weights=tag, classes=10)
+    if "AuxLogits" in end_points:  # with the aux head too, both classifiers lose the background class
+        _, aux = kerasnets.create_model(name, weights=tag, aux_logits=True)(images, training=False)
+        assert rel_max_diff(aux, end_points["AuxLogits"][:, 1:]) <= 1e-4
 
 
 def test_googlenet_is_inception_v1_with_torchvisions_parameters():
@@ -92,3 +144,28 @@ def test_inception_v2_first_layer_is_slims_separable_convolution():
     assert first.use_bias and first.strides == (2, 2) and first.kernel_size == (7, 7)
     assert isinstance(model.get_layer("Mixed_5c.Branch_3.MaxPool_0a_3x3"), keras.layers.MaxPooling2D)
     assert isinstance(model.get_layer("Mixed_5b.Branch_3.AvgPool_0a_3x3"), keras.layers.AveragePooling2D)
+
+
+def test_slim_options_are_checked_before_building():
+    with pytest.raises(ValueError, match=r"output_stride must be 8 or 16, got output_stride=32"):
+        kerasnets.inception_resnet_v2(output_stride=32)
+    with pytest.raises(ValueError, match=r"output_stride=8 builds .* up to PreAuxLogits .* include_top=True"):
+        kerasnets.inception_resnet_v2(output_stride=8)
+    with pytest.raises(ValueError, match=r"final_endpoint='Conv2d_7b_1x1'"):
+        kerasnets.inception_resnet_v2(output_stride=8, include_top=False, final_endpoint="Conv2d_7b_1x1")
+    with pytest.raises(ValueError, match=r"aux_logits=True needs a known input size .* Mixed_6h .* at least 107x107"):
+        kerasnets.inception_v4(aux_logits=True, input_shape=(None, None, 3))
+    with pytest.raises(TypeError, match="align_feature_maps must be True or False, got align_feature_maps='yes'"):
+        kerasnets.inception_resnet_v2(align_feature_maps="yes")
+
+
+def test_output_stride_8_keeps_the_35x35_grid_for_dense_prediction():
+    """As slim: Mixed_6a strides 1 and the 17x17 units dilate by 2, so PreAuxLogits is at reduction 8; with
+    aligned feature maps every endpoint is the input's size over its reduction."""
+    model = kerasnets.inception_resnet_v2(include_top=False, output_stride=8, align_feature_maps=True,
+                                          input_shape=(224, 224, 3))
+    assert kerasnets.endpoints(model)[-1] == "PreAuxLogits" and model.output.shape == (None, 28, 28, 1088)
+    reductions = kerasnets.features.reductions(model)
+    assert reductions["Mixed_6a"] == reductions["PreAuxLogits"] == 8
+    assert all(model.get_layer(e).output.shape[1] == 224 // r for e, r in reductions.items())
+    assert model.get_layer("Repeat_1.block17_1.Branch_1.Conv2d_0b_1x7").dilation_rate == (2, 2)

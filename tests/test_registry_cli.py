@@ -15,7 +15,7 @@ import without_kerasnets
 def test_list_models_and_pattern():
     assert "inception_v3" in kerasnets.list_models()
     assert kerasnets.list_models("inception*") == ["inception_resnet_v2", "inception_v1", "inception_v2",
-                                                   "inception_v3"]
+                                                   "inception_v3", "inception_v4"]
     assert kerasnets.list_models("nothing*") == []
 
 
@@ -25,8 +25,8 @@ def test_create_model_passes_arguments():
 
 
 def test_unknown_name_suggests_close_ones():
-    with pytest.raises(ValueError, match="Unknown model name 'inception_v4'.*Did you mean: inception_v3"):
-        kerasnets.create_model("inception_v4")
+    with pytest.raises(ValueError, match="Unknown model name 'inception_v5'.*Did you mean: inception_v"):
+        kerasnets.create_model("inception_v5")
 
 
 def test_config_is_data():
@@ -42,8 +42,8 @@ def test_config_is_data():
     with pytest.raises(ValueError, match=r"weights='jft': no published weights .* Available: \['imagenet'\]"):
         config.pretrained("jft")
     assert kerasnets.list_models(pretrained=True) == [
-        "inception_resnet_v2", "inception_v1", "inception_v2", "inception_v3", "resnet101", "resnet101_v2", "resnet152", "resnet152_v2", "resnet50", "resnet50_v2",
-        "xception"]
+        "inception_resnet_v2", "inception_v1", "inception_v2", "inception_v3", "inception_v4", "resnet101",
+        "resnet101_v2", "resnet152", "resnet152_v2", "resnet50", "resnet50_v2", "xception"]
 
 
 def test_summary_rows_add_up():

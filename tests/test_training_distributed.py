@@ -79,13 +79,16 @@ def test_two_local_workers_end_with_one_model_and_exact_metrics(digits, tmp_path
     for name in ("accuracy", "top5_accuracy", "loss"):
         assert metrics[name] == pytest.approx(expected[name], abs=1e-5), name
 
-    # Trained as well as one process with the same global batch, epochs and seed.
+    # Trained about as well as one process with the same global batch, epochs and seed. Neither run is
+    # bit-reproducible (thread scheduling), and each worker's batch norm sees half the batch. Measured pairs
+    # (two workers, one process): 0.911/0.936, 0.883/0.944, 0.922/0.928, 0.897/0.911; chance is 0.10.
     training.train("resnet18", digits, image_size=32, epochs=2, batch_size=32, distribute="off",
                    output=str(tmp_path / "single"), verbose=0)
     single = json.load(open(tmp_path / "single" / "metrics.json"))["accuracy"]
     print(f"resnet18 on digits, 2 epochs, batch 32: test accuracy {metrics['accuracy']:.4f} on two workers, "
           f"{single:.4f} in one process")
-    assert abs(metrics["accuracy"] - single) <= 0.05
+    assert metrics["accuracy"] >= 0.8 and single >= 0.8
+    assert metrics["accuracy"] >= single - 0.08
 
 
 def test_two_workers_resume_after_one_dies(digits, tmp_path):

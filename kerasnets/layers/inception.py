@@ -15,7 +15,8 @@ import keras
 
 from kerasnets.layers import blocks
 
-Conv = collections.namedtuple("Conv", "name filters kernel strides padding")
+# `dilation`: the atrous rate (slim's `rate`), which Inception-ResNet v2 uses at output stride 8.
+Conv = collections.namedtuple("Conv", "name filters kernel strides padding dilation", defaults=(1,))
 # A depthwise separable convolution with biases and a ReLU, no batch norm (Inception v2's first layer, as slim
 # builds it: its arg_scope normalises slim.conv2d only); `multiplier` is the depthwise channel multiplier.
 SeparableConv = collections.namedtuple("SeparableConv", "name filters kernel strides multiplier")
@@ -75,21 +76,77 @@ def module_channels(branches, channels_in, depth=int):
     return total
 
 
-def features(stem, modules, grid_reductions=()):
-    """FeatureInfo (endpoint, channels, reduction) of every endpoint, from the data: convolutions and pools
-    stride, the modules in `grid_reductions` halve the grid."""
+def _ops_of(stage):
+    """The ops one path through a stem op or a module takes (a module's branches all end on one grid)."""
+    if isinstance(stage, (Conv, Pool, SeparableConv)):
+        return (stage,)
+    return tuple(op for op in stage[0][1] if not isinstance(op, Fork))  # a Fork's convolutions keep the grid
+
+
+def features(stem, modules, channels=3):
+    """FeatureInfo (endpoint, channels, reduction) of every endpoint of `stem` then `modules`, from the data:
+    a module reduces the grid as much as each of its branches does."""
     from kerasnets.features import FeatureInfo
 
-    found, reduction, channels = [], 1, 3
-    for endpoint, op in stem + modules:
-        if isinstance(op, (Conv, Pool, SeparableConv)):
+    found, reduction = [], 1
+    for endpoint, stage in stem + modules:
+        for op in _ops_of(stage):
             reduction *= op.strides
-            channels = channels if isinstance(op, Pool) else op.filters
-        else:
-            reduction *= 2 if endpoint in grid_reductions else 1
-            channels = module_channels(op, channels)
+        if isinstance(stage, (Conv, SeparableConv)):
+            channels = stage.filters
+        elif not isinstance(stage, Pool):
+            channels = module_channels(stage, channels)
         found.append(FeatureInfo(endpoint, channels, reduction))
     return tuple(found)
+
+
+def spatial_size(stem, modules, size, until):
+    """Height (or width) of endpoint `until` for an input of height (or width) `size`; None stays None."""
+    for endpoint, stage in stem + modules:
+        if size is None:
+            return None
+        for op in _ops_of(stage):
+            kernel = op.kernel[0] if isinstance(op, (Conv, SeparableConv)) else op.size
+            dilation = getattr(op, "dilation", 1)
+            size = (-(-size // op.strides) if op.padding == "same" else
+                    (size - (kernel - 1) * dilation - 1) // op.strides + 1)
+        if endpoint == until:
+            return size
+    raise ValueError(f"unknown endpoint {until!r}")
+
+
+def restyle(stages, change):
+    """`stages` (a stem, modules, or one module's branches) with every op replaced by `change(op)`: slim's
+    network options (align_feature_maps, output_stride) as edits of the data."""
+    def edit(item):
+        if isinstance(item, (Conv, Pool, SeparableConv)):
+            return change(item)
+        if isinstance(item, Fork):
+            return Fork(tuple(edit(c) for c in item.convs))
+        if isinstance(item, tuple):
+            return tuple(edit(i) for i in item)
+        return item  # a name
+    return edit(stages)
+
+
+def check_aux_input(shape, stem, modules, aux_input):
+    """slim's auxiliary classifier (below) needs a known input size whose `aux_input` map is at least 5x5."""
+    sizes = [spatial_size(stem, modules, d, aux_input) for d in shape[:2]]
+    if None in sizes or min(sizes) < 5:
+        smallest = next(s for s in range(8, 2048) if spatial_size(stem, modules, s, aux_input) >= 5)
+        raise ValueError(f"aux_logits=True needs a known input size at which {aux_input} is at least 5x5 (input "
+                         f"at least {smallest}x{smallest}); input_shape={tuple(shape)} gives {aux_input} {sizes}")
+
+
+def slim_aux_classifier(x, net, settings, scope, pool_name, conv_name):
+    """The auxiliary classifier of slim's Inception v4 and Inception-ResNet v2: 5x5/3 average pool, 128 1x1,
+    a 768 convolution as large as its input (so its output is 1x1), flattened, and fully connected logits
+    named `scope` (float32). Slim sizes the convolution from the graph, so the input's size must be known."""
+    x = keras.layers.AveragePooling2D(5, strides=3, padding="valid", name=f"{scope}.{pool_name}")(x)
+    x = unit(x, conv(None, 128, 1), f"{scope}/Conv2d_1b_1x1", settings)
+    x = unit(x, conv(None, 768, tuple(x.shape[1:3]), padding="valid"), f"{scope}/{conv_name}", settings)
+    x = keras.layers.Flatten(name=f"{scope}.Flatten")(x)
+    return keras.layers.Dense(net.classes, kernel_initializer="glorot_uniform", dtype="float32", name=scope)(x)
 
 
 def unit(x, op, scope, settings, depth=int, endpoint=False):
@@ -106,7 +163,7 @@ def unit(x, op, scope, settings, depth=int, endpoint=False):
                                          name=f"{name}.Conv2D" if endpoint else name)(x)
         return blocks.activation(x, name if endpoint else f"{name}.Relu", settings)
     return blocks.conv_norm_act(x, depth(op.filters), op.kernel, name, settings, strides=op.strides,
-                                padding=op.padding, conv_name=f"{name}.Conv2D" if endpoint else name,
+                                padding=op.padding, dilation_rate=op.dilation, conv_name=f"{name}.Conv2D" if endpoint else name,
                                 output_name=name if endpoint else None)
 
 

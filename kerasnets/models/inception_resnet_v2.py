@@ -17,6 +17,8 @@ scales its residual with a `Rescaling` layer, so the model is built from
 keras.layers only (keras.applications uses a private layer there).
 """
 
+import functools
+
 from kerasnets import build, registry
 from kerasnets.features import FeatureInfo
 from kerasnets.layers import blocks, inception
@@ -74,14 +76,32 @@ FINAL_UNIT = ("Block8", BLOCK8, 1.0)  # a last 8x8 unit, without activation
 TOP_CONV = ("Conv2d_7b_1x1", conv(None, 1536, 1))  # 8x8x1536
 
 
-def _body(x, net):
+def _network(align_feature_maps, output_stride):
+    """(stem, modules, block17) after slim's options, as edits of the data: `align_feature_maps` pads every
+    valid convolution and pooling `same`; output stride 8 keeps Mixed_6a at stride 1 and dilates the 17x17
+    units by 2."""
+    stem, modules, block17 = STEM, MODULES, BLOCK17
+    if align_feature_maps:
+        def same(op):
+            return op._replace(padding="same") if op.padding == "valid" else op
+        stem, modules = inception.restyle(stem, same), inception.restyle(modules, same)
+    if output_stride == 8:
+        mixed_6a = inception.restyle(modules[1][1], lambda op: op._replace(strides=1))
+        modules = (modules[0], ("Mixed_6a", mixed_6a), modules[2])
+        block17 = inception.restyle(BLOCK17, lambda op: op._replace(dilation=2))
+    return stem, modules, block17
+
+
+def _body(x, net, align_feature_maps=False, output_stride=16):
     settings = CONV_SETTINGS.with_initializer(net.initializer)
-    for endpoint, x in inception.stem_and_modules(x, STEM, (), settings):
+    stem, modules, block17 = _network(align_feature_maps, output_stride)
+    for endpoint, x in inception.stem_and_modules(x, stem, (), settings):
         yield endpoint, x
-    for module, branches in MODULES:
+    for module, branches in modules:
         x = inception.module(x, module, branches, settings)
         yield module, x
         repeat, unit, unit_branches, count, scale = REPEATS[module]
+        unit_branches = block17 if unit == "block17" else unit_branches
         for i in range(1, count + 1):
             scope = f"{repeat}/{unit}_{i}"
             output = "PreAuxLogits" if unit == "block17" and i == count else scope.replace("/", ".")
@@ -94,29 +114,71 @@ def _body(x, net):
     yield TOP_CONV[0], x
 
 
+def _aux_head(x, net):
+    settings = CONV_SETTINGS.with_initializer(net.initializer)
+    # slim names the aux head's average pool Conv2d_1a_3x3 and its 5x5 convolution Conv2d_2a_5x5 whatever its size
+    return inception.slim_aux_classifier(x, net, settings, "AuxLogits", "Conv2d_1a_3x3", "Conv2d_2a_5x5")
+
+
 def inception_resnet_v2(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
                         classes=1000, classifier_activation="softmax", name="InceptionResNetV2",
-                        final_endpoint="Conv2d_7b_1x1", dropout_rate=0.2):
+                        final_endpoint=None, aux_logits=False, output_stride=16, align_feature_maps=False,
+                        dropout_rate=0.2):
     """Instantiates Inception-ResNet v2 (Szegedy et al., AAAI 2017) with TF-slim's endpoints.
 
-    Args follow keras.applications: `include_top`, `weights` (None,
-    "imagenet" -- keras.applications' published file, fetched and
-    hash-checked --, a keras.applications-layout `.h5`, or a Keras
+    Args follow keras.applications: `include_top`, `weights` (None;
+    "imagenet", keras.applications' published file, fetched and
+    hash-checked; "imagenet_slim", TF-slim's published checkpoint (1001
+    classes, or 1000 with its background class dropped); a
+    keras.applications-layout `.h5`, a TF-slim checkpoint prefix, or a Keras
     `.weights.h5`/`.keras` file), `input_tensor`, `input_shape` (at least
     75x75, default 299x299x3), `pooling`, `classes`, `classifier_activation`,
-    `name`; `final_endpoint` truncates after that endpoint (with
-    include_top=False); `dropout_rate` before `Logits` (slim keeps 0.8).
+    `name`; and slim's options:
+      final_endpoint: truncate after this endpoint (with include_top=False);
+        default the last one (`PreAuxLogits` at output stride 8).
+      aux_logits: add slim's auxiliary classifier on `PreAuxLogits`; the
+        model then outputs `[Predictions, AuxLogits]` (logits). Needs a fixed
+        input size.
+      output_stride: 16, or 8 for dense prediction: `Mixed_6a` keeps the
+        35x35 grid and the 17x17 units run atrous (rate 2). As in slim, the
+        network then ends at `PreAuxLogits` (include_top=False).
+      align_feature_maps: pad every convolution and pooling `same`, so the
+        feature maps are the input's size over their reduction.
+      dropout_rate: dropout before `Logits` (slim keeps 0.8).
     """
     build.check_number("dropout_rate", dropout_rate, high=1, low_inclusive=True)
+    build.check_flag("aux_logits", aux_logits)
+    build.check_flag("align_feature_maps", align_feature_maps)
+    if output_stride not in (8, 16):
+        raise ValueError(f"output_stride must be 8 or 16, got output_stride={output_stride!r}")
+    if output_stride == 8:
+        endpoints = CONFIG.endpoints
+        allowed = endpoints[:endpoints.index("PreAuxLogits") + 1]
+        final_endpoint = "PreAuxLogits" if final_endpoint is None else final_endpoint
+        if include_top or final_endpoint not in allowed:
+            raise ValueError(
+                f"output_stride=8 builds Inception-ResNet v2 up to PreAuxLogits (as slim does): pass "
+                f"include_top=False and a final_endpoint up to it; got include_top={include_top}, "
+                f"final_endpoint={final_endpoint!r}")
     return build.build_model(
-        "inception_resnet_v2", _body, include_top=include_top, weights=weights, input_tensor=input_tensor,
-        input_shape=input_shape, pooling=pooling, classes=classes, classifier_activation=classifier_activation,
-        name=name, final_endpoint=final_endpoint, initializer=CONV_SETTINGS.initializer,
-        head=build.ClassifierHead("AvgPool_1a_8x8", (dropout_rate, "Dropout")))
+        "inception_resnet_v2", functools.partial(_body, align_feature_maps=align_feature_maps,
+                                                 output_stride=output_stride),
+        include_top=include_top, weights=weights, input_tensor=input_tensor, input_shape=input_shape,
+        pooling=pooling, classes=classes, classifier_activation=classifier_activation, name=name,
+        final_endpoint=final_endpoint, initializer=CONV_SETTINGS.initializer,
+        head=build.ClassifierHead("AvgPool_1a_8x8", (dropout_rate, "Dropout")),
+        side_head=build.SideHead("PreAuxLogits", _aux_head) if aux_logits else None,
+        check_shape=functools.partial(_check_aux_input, align_feature_maps=align_feature_maps)
+        if aux_logits else None)
+
+
+def _check_aux_input(shape, align_feature_maps):
+    stem, modules, _ = _network(align_feature_maps, 16)
+    inception.check_aux_input(shape, stem, modules[:2], "Mixed_6a")  # PreAuxLogits keeps Mixed_6a's grid
 
 
 def _features():
-    found = inception.features(STEM, MODULES[:2], grid_reductions=("Mixed_6a",))  # the stem, Mixed_5b, Mixed_6a
+    found = inception.features(STEM, MODULES[:2])  # the stem, Mixed_5b, Mixed_6a
     width, reduction = found[-1].channels, found[-1].reduction  # the residual units keep both
     return found + (FeatureInfo("PreAuxLogits", width, reduction),
                     FeatureInfo("Mixed_7a", inception.module_channels(MIXED_7A, width), 2 * reduction),
@@ -129,4 +191,7 @@ IMAGENET = registry.keras_applications_weights(
 CONFIG = registry.register(registry.ModelConfig(
     name="inception_resnet_v2", builder=inception_resnet_v2, family="inception_resnet_v2",
     paper="https://arxiv.org/abs/1602.07261", default_size=DEFAULT_SIZE, min_size=MIN_SIZE, features=_features(),
-    params=55_873_736, macs=13_155_794_016, preprocessing="tf", weights=(IMAGENET,)))
+    params=55_873_736, macs=13_155_794_016, preprocessing="tf",
+    weights=(IMAGENET, registry.slim_weights("inception_resnet_v2_2016_08_30.tar.gz",
+                                             "inception_resnet_v2_2016_08_30.ckpt", input_size=DEFAULT_SIZE,
+                                             top1=80.4, tag="imagenet_slim"))))

@@ -72,7 +72,6 @@ MODULES = (
     ("Mixed_5b", _module(352, (192, 320), (160, 224), 128)),
     ("Mixed_5c", _module(352, (192, 320), (192, 224), 128, pool="max")),  # 7x7x1024
 )
-GRID_REDUCTIONS = ("Mixed_4a", "Mixed_5a")
 
 
 def _body(x, net, depth, stem):
@@ -112,7 +111,7 @@ def inception_v2(include_top=True, weights=None, input_tensor=None, input_shape=
 
 CONFIG = registry.register(registry.ModelConfig(
     name="inception_v2", builder=inception_v2, family="inception_v2", paper="https://arxiv.org/abs/1502.03167",
-    default_size=DEFAULT_SIZE, min_size=MIN_SIZE, features=inception.features(_stem(8), MODULES, GRID_REDUCTIONS), params=11_198_112, macs=1_934_857_216,
+    default_size=DEFAULT_SIZE, min_size=MIN_SIZE, features=inception.features(_stem(8), MODULES), params=11_198_112, macs=1_934_857_216,
     preprocessing="tf",
     weights=(registry.slim_weights("inception_v2_2016_08_28.tar.gz", "inception_v2.ckpt", input_size=DEFAULT_SIZE,
                                    top1=73.9),)))

@@ -18,7 +18,7 @@ import keras
 
 from kerasnets import build, registry
 from kerasnets.layers import blocks, inception
-from kerasnets.layers.inception import Conv, Fork, avg_pool, conv, max_pool
+from kerasnets.layers.inception import Fork, avg_pool, conv, max_pool
 
 # Hyper-parameters shared by every convolution (slim's inception_arg_scope): batch norm without gamma,
 # epsilon 0.001, decay 0.9997; slim's variance_scaling_initializer() is 2/fan_in, a truncated normal.
@@ -91,7 +91,6 @@ MIXED = (
 
 BASE_ENDPOINTS = tuple(name for name, _ in STEM) + tuple(name for name, _ in MIXED)
 AUX_INPUT = "Mixed_6e"
-GRID_REDUCTIONS = ("Mixed_6a", "Mixed_7a")  # 3x3 stride-2 valid branches
 MIN_SIZE = 75
 DEFAULT_SIZE = 299
 
@@ -111,25 +110,8 @@ def _body(x, net, depth):
     yield from inception.stem_and_modules(x, STEM, MIXED, CONV_SETTINGS.with_initializer(net.initializer), depth)
 
 
-def _spatial_size(size, until):
-    """Height (or width) of base endpoint `until` for an input of `size` (None stays None)."""
-    if size is None:
-        return None
-    for endpoint, op in STEM:
-        kernel = op.kernel[0] if isinstance(op, Conv) else op.size
-        size = -(-size // op.strides) if op.padding == "same" else (size - kernel) // op.strides + 1
-        if endpoint == until:
-            return size
-    for block, _ in MIXED:
-        if block in GRID_REDUCTIONS:
-            size = (size - 3) // 2 + 1
-        if block == until:
-            return size
-    raise ValueError(f"unknown endpoint {until!r}")
-
-
 def _check_aux_input(shape):
-    aux_size = [_spatial_size(d, AUX_INPUT) for d in shape[:2]]
+    aux_size = [inception.spatial_size(STEM, MIXED, d, AUX_INPUT) for d in shape[:2]]
     if any(d is not None and d < 5 for d in aux_size):
         raise ValueError(
             f"aux_logits=True needs Mixed_6e to be at least 5x5 (input at least 107x107); "
@@ -215,5 +197,5 @@ IMAGENET = registry.keras_applications_weights(
 
 CONFIG = registry.register(registry.ModelConfig(
     name="inception_v3", builder=inception_v3, family="inception_v3", paper="https://arxiv.org/abs/1512.00567",
-    default_size=DEFAULT_SIZE, min_size=MIN_SIZE, features=inception.features(STEM, MIXED, GRID_REDUCTIONS), params=23_851_784, macs=5_713_216_096,
+    default_size=DEFAULT_SIZE, min_size=MIN_SIZE, features=inception.features(STEM, MIXED), params=23_851_784, macs=5_713_216_096,
     preprocessing="tf", weights=(IMAGENET,)))

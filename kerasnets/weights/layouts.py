@@ -42,6 +42,16 @@ def _inception_v3_slim():
     )
 
 
+def _inception_v4_slim():
+    return SlimLayout(scope="InceptionV4", renamed={"Logits": "Logits/Logits", "AuxLogits": "AuxLogits/Aux_logits"},
+                      classifiers=("Logits", "AuxLogits"))
+
+
+def _inception_resnet_v2_slim():
+    return SlimLayout(scope="InceptionResnetV2", renamed={"Logits": "Logits/Logits", "AuxLogits": "AuxLogits/Logits"},
+                      classifiers=("Logits", "AuxLogits"))
+
+
 def _inception_resnet_v2_keras_applications():
     """keras.applications creates the convolutions in slim's order; it names the units' 1x1 projections
     (`block35_1_conv` ... `block8_10_conv`) and the last convolution (`conv_7b`), the others are automatic."""
@@ -131,6 +141,8 @@ LAYOUTS = {
     ("inception_v2", "slim"): _inception_v2_slim,
     ("inception_v3", "keras_applications"): _inception_v3_keras_applications,
     ("inception_v3", "slim"): _inception_v3_slim,
+    ("inception_v4", "slim"): _inception_v4_slim,
+    ("inception_resnet_v2", "slim"): _inception_resnet_v2_slim,
     ("xception", "keras_applications"): _xception_keras_applications,
     ("inception_resnet_v2", "keras_applications"): _inception_resnet_v2_keras_applications,
     **{(arch, "keras_applications"): functools.partial(_resnet_keras_applications, arch)
