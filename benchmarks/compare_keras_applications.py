@@ -37,6 +37,7 @@ from weight_files import randomize, write_keras_applications_h5  # noqa: E402
 # registry name -> keras.applications builder
 KERAS_APPLICATIONS = {
     "inception_v3": keras.applications.InceptionV3,
+    "inception_resnet_v2": keras.applications.InceptionResNetV2,
     "xception": keras.applications.Xception,
     "resnet50": keras.applications.ResNet50,
 }

@@ -16,7 +16,7 @@ _NAMES = {
     "inception_v1": "models.inception_v1", "googlenet": "models.inception_v1", "inception_v2": "models.inception_v2",
     "inception_v3": "models.inception_v3", "inception_v4": "models.inception_v4",
     "inception_resnet_v2": "models.inception_resnet_v2",
-    "xception": "models.xception", "nin": "models.nin",
+    "xception": "models.xception", "nin": "models.nin", "vgg16": "models.vgg", "vgg19": "models.vgg",
     **{name: "models.resnet" for name in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
                                           "resnet50_v2", "resnet101_v2", "resnet152_v2")},
     "preprocess_input": "imagenet", "decode_predictions": "imagenet",

@@ -38,10 +38,11 @@ class Case:
 CASES = {
     "inception_v1": Case("inception_v1"),
     "inception_v2": Case("inception_v2"),
-    "inception_v2_half": Case("inception_v2", kwargs={"depth_multiplier": 0.5, "min_depth": 8}),
+    "inception_v2_half": Case("inception_v2", size=192, kwargs={"depth_multiplier": 0.5, "min_depth": 8}),
     "inception_v3": Case("inception_v3"),  # slim adds its aux head, which ours skips
     # at the default size, with slim's aux head (which needs a known size)
     "inception_v4": Case("inception_v4", size=299, ours={"aux_logits": True}),
+    "inception_v4_160": Case("inception_v4", size=160, ours={"aux_logits": True}),
     "inception_resnet_v2": Case("inception_resnet_v2", size=299, ours={"aux_logits": True}),
     # the dense-prediction options, up to the last endpoint slim builds at output stride 8
     "inception_resnet_v2_os8_aligned": Case(

@@ -43,7 +43,7 @@ def test_config_is_data():
         config.pretrained("jft")
     assert kerasnets.list_models(pretrained=True) == [
         "inception_resnet_v2", "inception_v1", "inception_v2", "inception_v3", "inception_v4", "resnet101",
-        "resnet101_v2", "resnet152", "resnet152_v2", "resnet50", "resnet50_v2", "xception"]
+        "resnet101_v2", "resnet152", "resnet152_v2", "resnet50", "resnet50_v2", "vgg16", "vgg19", "xception"]
 
 
 def test_summary_rows_add_up():

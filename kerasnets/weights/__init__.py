@@ -12,6 +12,8 @@ import dataclasses
 import os
 import zipfile
 
+import numpy as np
+
 @dataclasses.dataclass(frozen=True)
 class Source:
     """A weights file to load, and the layout it is written in (one of registry.LAYOUTS)."""
@@ -100,8 +102,20 @@ def load(model, source, config):
 _FORMAT_NAMES = {"keras_applications": "keras.applications .h5 file", "slim": "TF-slim checkpoint"}
 
 
+def _as_shape(variable, value):
+    """A fully connected kernel stored as a convolution's, or the reverse (VGG's fc6: 7x7x512x4096 in slim,
+    25088x4096 in keras.applications): the same numbers, since Flatten reads (height, width, channels)."""
+    shape = tuple(variable.shape)
+    if (variable.name == "kernel" and {len(shape), value.ndim} == {2, 4} and shape[-1] == value.shape[-1]
+            and int(np.prod(shape)) == value.size):
+        return value.reshape(shape)
+    return value
+
+
 def _assign(model, arrays, path):
     """Checks every shape, then assigns: a mismatch leaves the model untouched."""
+    arrays = {name: [_as_shape(variable, value) for variable, value in zip(model.get_layer(name).weights, values)]
+              + values[len(model.get_layer(name).weights):] for name, values in arrays.items()}
     for layer_name, values in arrays.items():
         layer = model.get_layer(layer_name)
         if len(layer.weights) != len(values):

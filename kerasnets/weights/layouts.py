@@ -8,7 +8,7 @@ no such file for it).
 
 import functools
 
-from kerasnets.models import inception_resnet_v2, inception_v3, resnet, xception
+from kerasnets.models import inception_resnet_v2, inception_v3, resnet, vgg, xception
 from kerasnets.layers import inception
 from kerasnets.weights.keras_applications import KerasApplicationsLayout
 from kerasnets.weights.slim import SlimLayout
@@ -135,6 +135,19 @@ def _resnet_keras_applications(arch):
     return KerasApplicationsLayout(table=table, auto_named=())
 
 
+def _vgg_keras_applications(arch):
+    """keras.applications' VGG: `block<b>_conv<i>`, `fc1`, `fc2`, `predictions` (slim's conv<b>_<i>, fc6-fc8)."""
+    table = {f"block{b}_conv{i}": f"conv{b}.conv{b}_{i}"
+             for b, count in enumerate(vgg.CONVS_PER_BLOCK[arch], start=1) for i in range(1, count + 1)}
+    table.update({"fc1": "fc6", "fc2": "fc7", "predictions": "Logits"})
+    return KerasApplicationsLayout(table=table, auto_named=())
+
+
+def _vgg_slim(arch):
+    """slim's `vgg_16/conv3/conv3_2`, `vgg_16/fc6` ... `fc8`: 1000 classes, no background class."""
+    return SlimLayout(scope=f"vgg_{arch[3:]}", renamed={"Logits": "fc8"}, classifiers=("Logits",), label_offset=0)
+
+
 # (model, format) -> the function that makes its table.
 LAYOUTS = {
     ("inception_v1", "slim"): _inception_v1_slim,
@@ -145,6 +158,8 @@ LAYOUTS = {
     ("inception_resnet_v2", "slim"): _inception_resnet_v2_slim,
     ("xception", "keras_applications"): _xception_keras_applications,
     ("inception_resnet_v2", "keras_applications"): _inception_resnet_v2_keras_applications,
+    **{(arch, fmt): functools.partial(make, arch) for arch in vgg.CONVS_PER_BLOCK
+       for fmt, make in (("keras_applications", _vgg_keras_applications), ("slim", _vgg_slim))},
     **{(arch, "keras_applications"): functools.partial(_resnet_keras_applications, arch)
        for arch, (kind, _) in resnet.ARCHITECTURES.items() if kind != "basic"},
 }

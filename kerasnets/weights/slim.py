@@ -65,8 +65,6 @@ def read(model, prefix, layout):
                 continue
             used.add(slim_name)
             value = reader.get_tensor(slim_name)
-            if value.ndim == 4 and len(variable.shape) == 2:
-                value = value.reshape(value.shape[2:])  # slim's 1x1 convolution classifier as our Dense
             offset = layout.label_offset
             if layer.name in layout.classifiers and offset and value.shape[-1] == variable.shape[-1] + offset:
                 value = value[..., offset:]
