@@ -17,6 +17,8 @@ _NAMES = {
     "inception_v3": "models.inception_v3", "inception_v4": "models.inception_v4",
     "inception_resnet_v2": "models.inception_resnet_v2",
     "xception": "models.xception", "nin": "models.nin", "vgg16": "models.vgg", "vgg19": "models.vgg",
+    **{name: "models.mobilenet_v1" for name in ("mobilenet_v1", "mobilenet_v1_100", "mobilenet_v1_075",
+                                                "mobilenet_v1_050", "mobilenet_v1_025")},
     **{name: "models.resnet" for name in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
                                           "resnet50_v2", "resnet101_v2", "resnet152_v2")},
     "preprocess_input": "imagenet", "decode_predictions": "imagenet",

@@ -12,6 +12,7 @@ import collections
 import re
 
 import h5py
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -78,7 +79,9 @@ def write_keras_applications_h5(model, path, skip=()):
         for layer in layers:
             name = names[layer.name]
             group = f.create_group(name)
-            weight_names = [f"{name}/{v.name}:0" for v in layer.weights]
+            # Keras 2 (which wrote the published files) named a depthwise convolution's kernel depthwise_kernel.
+            keras2 = {"kernel": "depthwise_kernel"} if isinstance(layer, keras.layers.DepthwiseConv2D) else {}
+            weight_names = [f"{name}/{keras2.get(v.name, v.name)}:0" for v in layer.weights]
             group.attrs["weight_names"] = [w.encode("utf8") for w in weight_names]
             for weight_name, value in zip(weight_names, layer.get_weights()):
                 group.create_dataset(weight_name, data=value)

@@ -38,6 +38,13 @@ def conv(x, filters, kernel, name, settings, strides=1, padding="same", use_bias
                                name=name)(x)
 
 
+def depthwise_conv(x, kernel, name, settings, strides=1, dilation_rate=1, depth_multiplier=1):
+    """A DepthwiseConv2D without bias ("same" padding), as MobileNet's."""
+    return keras.layers.DepthwiseConv2D(kernel, strides=strides, padding="same", depth_multiplier=depth_multiplier,
+                                        dilation_rate=dilation_rate, use_bias=False,
+                                        depthwise_initializer=settings.initializer, name=name)(x)
+
+
 def batch_norm(x, name, settings):
     return keras.layers.BatchNormalization(epsilon=settings.batch_norm_epsilon, momentum=settings.batch_norm_momentum,
                                            scale=settings.batch_norm_scale, name=name)(x)

@@ -45,6 +45,7 @@ def _canonical_names(names, auto_named):
 
 def read(model, path, layout):
     import h5py
+    import keras
 
     with h5py.File(path, "r") as f:
         stored = {}
@@ -71,8 +72,10 @@ def read(model, path, layout):
                    else ": the file is of another architecture.")
             )
         layer = model.get_layer(layer_name)
+        # Keras 2 named a depthwise convolution's kernel `depthwise_kernel`; Keras 3 names it `kernel`.
+        aliases = {"kernel": "depthwise_kernel"} if isinstance(layer, keras.layers.DepthwiseConv2D) else {}
         try:
-            arrays[layer_name] = [stored[file_name][v.name] for v in layer.weights]
+            arrays[layer_name] = [stored[file_name][aliases.get(v.name, v.name)] for v in layer.weights]
         except KeyError as e:
             raise ValueError(
                 f"weights={path!r}: keras.applications' {file_name!r} has no {e.args[0]!r} for layer {layer_name!r}"

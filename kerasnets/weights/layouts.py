@@ -8,7 +8,7 @@ no such file for it).
 
 import functools
 
-from kerasnets.models import inception_resnet_v2, inception_v3, resnet, vgg, xception
+from kerasnets.models import inception_resnet_v2, inception_v3, mobilenet_v1, resnet, vgg, xception
 from kerasnets.layers import inception
 from kerasnets.weights.keras_applications import KerasApplicationsLayout
 from kerasnets.weights.slim import SlimLayout
@@ -148,6 +148,19 @@ def _vgg_slim(arch):
     return SlimLayout(scope=f"vgg_{arch[3:]}", renamed={"Logits": "fc8"}, classifiers=("Logits",), label_offset=0)
 
 
+def _mobilenet_v1_keras_applications():
+    """keras.applications' MobileNet: `conv1`, `conv_dw_<i>`, `conv_pw_<i>` (each with `_bn`), `conv_preds`."""
+    table = {"conv1": "Conv2d_0.Conv2D", "conv1_bn": "Conv2d_0.BatchNorm", "conv_preds": "Logits"}
+    for i in range(1, len(mobilenet_v1.SEPARABLE) + 1):
+        for theirs, ours in ((f"conv_dw_{i}", f"Conv2d_{i}_depthwise"), (f"conv_pw_{i}", f"Conv2d_{i}_pointwise")):
+            table.update({theirs: f"{ours}.Conv2D", f"{theirs}_bn": f"{ours}.BatchNorm"})
+    return KerasApplicationsLayout(table=table, auto_named=())
+
+
+def _mobilenet_v1_slim():
+    return SlimLayout(scope="MobilenetV1", renamed={"Logits": "Logits/Conv2d_1c_1x1"}, classifiers=("Logits",))
+
+
 # (model, format) -> the function that makes its table.
 LAYOUTS = {
     ("inception_v1", "slim"): _inception_v1_slim,
@@ -160,6 +173,8 @@ LAYOUTS = {
     ("inception_resnet_v2", "keras_applications"): _inception_resnet_v2_keras_applications,
     **{(arch, fmt): functools.partial(make, arch) for arch in vgg.CONVS_PER_BLOCK
        for fmt, make in (("keras_applications", _vgg_keras_applications), ("slim", _vgg_slim))},
+    **{(name, fmt): make for name in mobilenet_v1.ALPHAS
+       for fmt, make in (("keras_applications", _mobilenet_v1_keras_applications), ("slim", _mobilenet_v1_slim))},
     **{(arch, "keras_applications"): functools.partial(_resnet_keras_applications, arch)
        for arch, (kind, _) in resnet.ARCHITECTURES.items() if kind != "basic"},
 }

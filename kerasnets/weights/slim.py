@@ -45,6 +45,7 @@ class SlimLayout:
 
 
 def read(model, prefix, layout):
+    import keras
     import tensorflow as tf
 
     try:
@@ -59,7 +60,8 @@ def read(model, prefix, layout):
         scope = layout.slim_scope(layer.name)
         values = []
         for variable in layer.weights:
-            slim_name = f"{scope}/{_SLIM_VARIABLE[variable.name]}"
+            depthwise = isinstance(layer, keras.layers.DepthwiseConv2D) and variable.name == "kernel"
+            slim_name = f"{scope}/{'depthwise_weights' if depthwise else _SLIM_VARIABLE[variable.name]}"
             if slim_name not in shapes:
                 missing.append(slim_name)
                 continue

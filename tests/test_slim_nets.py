@@ -1,4 +1,5 @@
-"""The Inception family beside TF-slim's own networks: same endpoints, same values from slim's checkpoints."""
+"""Our networks beside TF-slim's own (the Inception family, MobileNet v1; VGG in test_vgg.py): same endpoints,
+same values from slim's checkpoints."""
 
 import dataclasses
 import glob
@@ -13,11 +14,13 @@ import kerasnets
 from slim_graphs import run_slim_net, slim_arg_scope, slim_module
 from weight_files import rel_max_diff
 
+
 @dataclasses.dataclass(frozen=True)
 class Case:
     """One of our models beside slim's: `slim_kwargs` go to slim's function, `kwargs` to both."""
 
     model: str  # registered name
+    slim: str = ""  # slim's nets module and function, if not named as the model
     size: int = 224
     kwargs: dict = dataclasses.field(default_factory=dict)
     slim_kwargs: dict = dataclasses.field(default_factory=dict)
@@ -25,13 +28,14 @@ class Case:
     base: bool = False  # slim's `<model>_base` (no classifier), our include_top=False
 
     def slim_net(self):
-        module = slim_module(self.model)
-        net = getattr(module, self.model + ("_base" if self.base else ""))
+        slim_name = self.slim or self.model
+        module = slim_module(slim_name)
+        net = getattr(module, slim_name + ("_base" if self.base else ""))
         if self.base:  # the base takes no is_training: its batch norms read it from an arg_scope
             def net(inputs, is_training, _base=net, **kwargs):
                 with slim_arg_scope(is_training):
                     return _base(inputs, **kwargs)
-        arg_scope = getattr(module, f"{self.model}_arg_scope")
+        arg_scope = getattr(module, f"{slim_name}_arg_scope")
         return net, arg_scope
 
 
@@ -48,33 +52,43 @@ CASES = {
     "inception_resnet_v2_os8_aligned": Case(
         "inception_resnet_v2", size=224, base=True,
         kwargs={"output_stride": 8, "align_feature_maps": True, "final_endpoint": "PreAuxLogits"}),
+    "mobilenet_v1_100": Case("mobilenet_v1_100", slim="mobilenet_v1"),
+    # slim's depth_multiplier is keras.applications' (and our) alpha
+    "mobilenet_v1_050_160": Case("mobilenet_v1_050", slim="mobilenet_v1", size=160,
+                                 slim_kwargs={"depth_multiplier": 0.5}),
+    "mobilenet_v1_100_os8": Case("mobilenet_v1_100", slim="mobilenet_v1", base=True, kwargs={"output_stride": 8}),
 }
 
 
 @pytest.fixture(scope="module")
 def slim_nets(tmp_path_factory):
-    """{case: (images, checkpoint prefix, slim's endpoints, slim's output)}: slim's net (1001 classes) with
-    random weights, on two images."""
+    """slim_nets(case) -> (images, checkpoint prefix, slim's endpoints, slim's output): slim's net (1001 classes)
+    with random weights, on two images; each built once, when a test first asks for it."""
     made = {}
-    for name, case in CASES.items():
-        net, arg_scope = case.slim_net()
-        images = np.random.default_rng(0).uniform(-1, 1, (2, case.size, case.size, 3)).astype("float32")
-        prefix = str(tmp_path_factory.mktemp("slim") / f"{case.model}.ckpt")
-        extra = {} if case.base else {"num_classes": 1001}
-        end_points, output = run_slim_net(net, arg_scope, images, prefix, **extra, **case.kwargs, **case.slim_kwargs)
-        made[name] = images, prefix, end_points, output
-    return made
+
+    def get(name):
+        if name not in made:
+            case = CASES[name]
+            net, arg_scope = case.slim_net()
+            images = np.random.default_rng(0).uniform(-1, 1, (2, case.size, case.size, 3)).astype("float32")
+            prefix = str(tmp_path_factory.mktemp("slim") / f"{case.model}.ckpt")
+            extra = {} if case.base else {"num_classes": 1001}
+            made[name] = images, prefix, *run_slim_net(net, arg_scope, images, prefix, **extra, **case.kwargs,
+                                                        **case.slim_kwargs)
+        return made[name]
+
+    return get
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_the_network_is_slims(name, slim_nets):
     case = CASES[name]
-    images, prefix, end_points, output = slim_nets[name]
+    images, prefix, end_points, output = slim_nets(name)
     base = list(kerasnets.get_config(case.model).endpoints)
     base = base[:base.index(case.kwargs["final_endpoint"]) + 1] if "final_endpoint" in case.kwargs else base
     assert [e for e in end_points if e in base] == base  # slim's endpoints, in order
-    assert set(end_points) - set(base) <= {"AuxLogits", "PreLogits", "PreLogitsFlatten", "global_pool", "Logits",
-                                           "Predictions"}
+    assert set(end_points) - set(base) <= {"AuxLogits", "PreLogits", "PreLogitsFlatten", "global_pool", "AvgPool_1a",
+                                           "Logits", "Predictions"}
     top = {"include_top": False} if case.base else {"classes": 1001, "classifier_activation": None}
     model = kerasnets.create_model(case.model, weights=prefix, input_shape=images.shape[1:], **top, **case.kwargs,
                                    **case.ours)
@@ -104,7 +118,7 @@ def test_published_weights_are_slims_archive(name, slim_nets, monkeypatch, tmp_p
     """slim's archive (here the test checkpoint, packed as slim packs it, where a download would put it);
     1000 classes by default, slim's background class 0 dropped; the aux head's variables skipped."""
     tag, archive_name, member = SLIM_ARCHIVES[name]
-    images, prefix, end_points, logits = slim_nets[name]
+    images, prefix, end_points, logits = slim_nets(name)
     published = kerasnets.get_config(name).pretrained(tag)
     assert (published.classes, published.label_offset, published.layout) == (1001, 1, "slim")
     entry = published.file(include_top=True)

@@ -1,0 +1,59 @@
+"""MobileNet v1 beside keras.applications' MobileNet (slim's own network: test_slim_nets.py)."""
+
+import keras
+import numpy as np
+import pytest
+
+import kerasnets
+from weight_files import randomize, rel_max_diff, write_keras_applications_h5
+
+
+@pytest.mark.parametrize("name, alpha, depth_multiplier", [("mobilenet_v1_100", 1.0, 1), ("mobilenet_v1_025", 0.25, 1),
+                                                           ("mobilenet_v1_050", 0.5, 2)])
+def test_keras_applications_files_give_keras_applications_outputs(name, alpha, depth_multiplier, tmp_path):
+    """Random weights in keras.applications' layout (its depthwise kernels named `depthwise_kernel`), with and
+    without the top; its 1x1 `conv_preds` loads as our `Logits`."""
+    shape = (128, 128, 3)
+    reference = randomize(keras.applications.MobileNet(weights=None, input_shape=shape, alpha=alpha,
+                                                       depth_multiplier=depth_multiplier, classifier_activation=None),
+                          seed=3)
+    top = write_keras_applications_h5(reference, str(tmp_path / "top.h5"))
+    tail = [layer.name for layer in reference.layers[reference.layers.index(reference.get_layer("conv_pw_13_relu")) + 1:]]
+    notop = write_keras_applications_h5(reference, str(tmp_path / "notop.h5"), skip=tail)
+    images = np.random.default_rng(0).uniform(-1, 1, (2,) + shape).astype("float32")
+    kwargs = {"input_shape": shape, "depth_multiplier": depth_multiplier}
+    ours = kerasnets.create_model(name, weights=top, classifier_activation=None, **kwargs)
+    assert rel_max_diff(ours(images, training=False), reference(images, training=False)) <= 1e-5
+    assert ours.count_params() == reference.count_params()
+    features = keras.Model(reference.input, reference.get_layer("conv_pw_13_relu").output)
+    ours_notop = kerasnets.create_model(name, weights=notop, include_top=False, **kwargs)
+    assert rel_max_diff(ours_notop(images, training=False), features(images, training=False)) <= 1e-5
+
+
+def test_arguments_are_checked_before_building():
+    with pytest.raises(ValueError, match=r"output_stride must be None, 8, 16 or 32, got output_stride=4"):
+        kerasnets.mobilenet_v1(output_stride=4)
+    with pytest.raises(ValueError, match=r"weights='imagenet' are published for alpha in \[0.25, 0.5, 0.75, 1.0\]; "
+                                         r"got alpha=0.6"):
+        kerasnets.mobilenet_v1(alpha=0.6, weights="imagenet")
+    with pytest.raises(ValueError, match="depth_multiplier=1; got depth_multiplier=2"):
+        kerasnets.mobilenet_v1_100(weights="imagenet", depth_multiplier=2)
+    with pytest.raises(ValueError, match="alpha must be a number > 0, got alpha=0"):
+        kerasnets.mobilenet_v1(alpha=0)
+
+
+def test_published_files_are_keras_applications():
+    """URLs as keras.applications' MobileNet builds them (keras publishes no hash for these files)."""
+    for name, text in (("mobilenet_v1_100", "1_0"), ("mobilenet_v1_075", "7_5"), ("mobilenet_v1_050", "5_0"),
+                       ("mobilenet_v1_025", "2_5")):
+        published = kerasnets.get_config(name).pretrained("imagenet")
+        assert [f.filename for f in published.files] == [f"mobilenet_{text}_224_tf.h5", f"mobilenet_{text}_224_tf_no_top.h5"]
+    assert kerasnets.get_config("mobilenet_v1_100").pretrained("imagenet").top1 == 70.4
+
+
+def test_output_stride_keeps_the_grid_with_atrous_depthwise_convolutions():
+    model = kerasnets.mobilenet_v1(include_top=False, output_stride=16, input_shape=(224, 224, 3))
+    assert model.output.shape == (None, 14, 14, 1024)
+    assert model.get_layer("Conv2d_12_depthwise.Conv2D").strides == (1, 1)
+    assert model.get_layer("Conv2d_13_depthwise.Conv2D").dilation_rate == (2, 2)
+    assert kerasnets.features.reductions(model)["Conv2d_13_pointwise"] == 16
