@@ -19,6 +19,8 @@ _NAMES = {
     "xception": "models.xception", "nin": "models.nin", "vgg16": "models.vgg", "vgg19": "models.vgg",
     **{name: "models.mobilenet_v1" for name in ("mobilenet_v1", "mobilenet_v1_100", "mobilenet_v1_075",
                                                 "mobilenet_v1_050", "mobilenet_v1_025")},
+    **{name: "models.resnext" for name in ("resnext50_32x4d", "resnext101_32x8d", "seresnet50", "seresnet101",
+                                           "seresnet152", "seresnext50_32x4d", "seresnext101_32x4d")},
     **{name: "models.resnet" for name in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
                                           "resnet50_v2", "resnet101_v2", "resnet152_v2")},
     "preprocess_input": "imagenet", "decode_predictions": "imagenet",

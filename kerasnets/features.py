@@ -62,12 +62,14 @@ def _strides(layer):
 def reductions(model):
     """{endpoint: reduction} of `model`, from its layers' strides (any input size; None after global pooling).
 
-    Where paths meet, the coarsest reduction counts.
+    Where paths meet, the coarsest reduction counts; a globally pooled path (None) that meets a spatial one
+    (squeeze-and-excitation's channel scale) is broadcast over it.
     """
     reduction = {}
     for layer in graph.layers_in_network_order(model):
-        incoming = [reduction[p.name] for p in graph.parents(layer, first_call_only=True)]
-        if any(r is None for r in incoming):
+        parents = [reduction[p.name] for p in graph.parents(layer, first_call_only=True)]
+        incoming = [r for r in parents if r is not None]
+        if parents and not incoming:
             reduction[layer.name] = None
             continue
         strides = _strides(layer)

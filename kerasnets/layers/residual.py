@@ -54,6 +54,26 @@ def bottleneck_v2(x, scope, filters, strides, project, output_name, settings, gr
     return keras.layers.Add(name=output_name)([shortcut, x])
 
 
+def bottleneck_v1b(x, scope, filters, strides, project, output_name, settings, groups=1, attention=None,
+                   width=None):
+    """torchvision's and timm's bottleneck ("ResNet v1.5"): no biases, the stride in the 3x3 (padded 1 on every
+    side, as PyTorch pads), `width` channels in the 1x1 and 3x3 (ResNeXt's groups x width per group; default
+    `filters`), a strided 1x1 projection."""
+    width = width or filters
+    shortcut = x
+    if project:
+        shortcut = conv(x, EXPANSION * filters, 1, f"{scope}.shortcut", settings, strides=strides, padding="valid")
+        shortcut = batch_norm(shortcut, f"{scope}.shortcut.BatchNorm", settings)
+    x = conv(x, width, 1, f"{scope}.conv1", settings, padding="valid")
+    x = activation(batch_norm(x, f"{scope}.conv1.BatchNorm", settings), f"{scope}.conv1.Relu", settings)
+    x = conv(x, width, 3, f"{scope}.conv2", settings, groups=groups, strides=strides, padding="symmetric")
+    x = activation(batch_norm(x, f"{scope}.conv2.BatchNorm", settings), f"{scope}.conv2.Relu", settings)
+    x = conv(x, EXPANSION * filters, 1, f"{scope}.conv3", settings, padding="valid")
+    x = _attend(batch_norm(x, f"{scope}.conv3.BatchNorm", settings), scope, attention)
+    x = keras.layers.Add(name=f"{scope}.add")([shortcut, x])
+    return activation(x, output_name, settings)
+
+
 def basic(x, scope, filters, strides, project, output_name, settings, groups=1, attention=None):
     """Two 3x3 convolutions without biases (torchvision's resnet18/34)."""
     shortcut = x
@@ -68,4 +88,5 @@ def basic(x, scope, filters, strides, project, output_name, settings, groups=1, 
     return activation(x, output_name, settings)
 
 
-UNITS = {"basic": basic, "bottleneck_v1": bottleneck_v1, "bottleneck_v2": bottleneck_v2}
+UNITS = {"basic": basic, "bottleneck_v1": bottleneck_v1, "bottleneck_v2": bottleneck_v2,
+         "bottleneck_v1b": bottleneck_v1b}
