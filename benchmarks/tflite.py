@@ -50,6 +50,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["inception_v3", "xception", "resnet50", "nin"])
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--quantize", nargs="+", default=list(export.QUANTIZATIONS), choices=export.QUANTIZATIONS,
+                        help="which exports (default all; float32, 'none', is the base of the ratios and always runs "
+                             "first)")
     args = parser.parse_args()
     print(f"{os.cpu_count()} CPUs; LiteRT with 2 threads, batch 1; Keras predict batch 1")
     print("Models have random weights: top-1 agreement with Keras on 48 synthetic images is indicative only.")
@@ -64,7 +67,7 @@ def main():
             keras_ms = median_ms(lambda: model.predict(image, verbose=0), args.repeats)
             print(f"{name:<14} {'keras':<10} {'':>8} {'':>6} {keras_ms:>8.1f}", flush=True)
             base_size = base_ms = None
-            for quantize in export.QUANTIZATIONS:
+            for quantize in ["none"] + [q for q in args.quantize if q != "none"]:
                 path = os.path.join(tmp, f"{name}_{quantize}.tflite")
                 with open(os.devnull, "w") as quiet:
                     stdout, sys.stdout = sys.stdout, quiet

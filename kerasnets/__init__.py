@@ -21,6 +21,8 @@ _NAMES = {
                                                 "mobilenet_v1_050", "mobilenet_v1_025")},
     **{name: "models.resnext" for name in ("resnext50_32x4d", "resnext101_32x8d", "seresnet50", "seresnet101",
                                            "seresnet152", "seresnext50_32x4d", "seresnext101_32x4d")},
+    **{name: "models.shufflenet_v2" for name in ("shufflenet_v2_x0_5", "shufflenet_v2_x1_0", "shufflenet_v2_x1_5",
+                                                 "shufflenet_v2_x2_0")},
     **{name: "models.resnet" for name in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
                                           "resnet50_v2", "resnet101_v2", "resnet152_v2")},
     "preprocess_input": "imagenet", "decode_predictions": "imagenet",

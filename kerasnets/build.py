@@ -91,6 +91,22 @@ def build_model(model_name, body, *, include_top, weights, input_tensor, input_s
     return model
 
 
+def registered_builder(model_name, body, display_name, initializer, doc):
+    """A builder with keras.applications' arguments plus `final_endpoint`, for a family whose models differ only
+    in their data: `body(x, net)` as for `build_model`; `doc` is its docstring."""
+
+    def builder(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None, classes=1000,
+                classifier_activation="softmax", name=display_name, final_endpoint=None):
+        return build_model(model_name, body, include_top=include_top, weights=weights, input_tensor=input_tensor,
+                           input_shape=input_shape, pooling=pooling, classes=classes,
+                           classifier_activation=classifier_activation, name=name, final_endpoint=final_endpoint,
+                           initializer=initializer)
+
+    builder.__name__ = builder.__qualname__ = model_name
+    builder.__doc__ = doc
+    return builder
+
+
 # ---- validation ------------------------------------------------------------------------------------------
 
 

@@ -153,7 +153,9 @@ def test_registry_lists_every_builder():
                                               "resnet101", "resnet152", "resnet50_v2", "resnet101_v2",
                                               "resnet152_v2", "resnext50_32x4d", "resnext101_32x8d",
                                               "seresnet50", "seresnet101", "seresnet152", "seresnext50_32x4d",
-                                              "seresnext101_32x4d", "vgg16", "vgg19", "mobilenet_v1_100",
+                                              "seresnext101_32x4d", "shufflenet_v2_x0_5", "shufflenet_v2_x1_0",
+                                              "shufflenet_v2_x1_5", "shufflenet_v2_x2_0", "vgg16", "vgg19",
+                                              "mobilenet_v1_100",
                                               "mobilenet_v1_075", "mobilenet_v1_050", "mobilenet_v1_025", "nin",
                                               "nin_imagenet"])
     assert kerasnets.list_models("resnet*_v2") == ["resnet101_v2", "resnet152_v2", "resnet50_v2"]

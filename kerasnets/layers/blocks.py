@@ -38,9 +38,12 @@ def conv(x, filters, kernel, name, settings, strides=1, padding="same", use_bias
                                name=name)(x)
 
 
-def depthwise_conv(x, kernel, name, settings, strides=1, dilation_rate=1, depth_multiplier=1):
-    """A DepthwiseConv2D without bias ("same" padding), as MobileNet's."""
-    return keras.layers.DepthwiseConv2D(kernel, strides=strides, padding="same", depth_multiplier=depth_multiplier,
+def depthwise_conv(x, kernel, name, settings, strides=1, dilation_rate=1, depth_multiplier=1, padding="same"):
+    """A DepthwiseConv2D without bias; `padding="symmetric"` as in `conv`."""
+    if padding == "symmetric":
+        x = keras.layers.ZeroPadding2D(kernel // 2 * dilation_rate, name=f"{name}.Pad")(x)
+        padding = "valid"
+    return keras.layers.DepthwiseConv2D(kernel, strides=strides, padding=padding, depth_multiplier=depth_multiplier,
                                         dilation_rate=dilation_rate, use_bias=False,
                                         depthwise_initializer=settings.initializer, name=name)(x)
 

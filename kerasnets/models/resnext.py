@@ -87,17 +87,8 @@ def _features():
 
 def _make_builder(arch):
     units, groups, width_per_group, se, display, _ = ARCHITECTURES[arch]
-
-    def builder(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None, classes=1000,
-                classifier_activation="softmax", name=display, final_endpoint=None):
-        return build.build_model(
-            arch, functools.partial(_body, arch=arch), include_top=include_top, weights=weights,
-            input_tensor=input_tensor, input_shape=input_shape, pooling=pooling, classes=classes,
-            classifier_activation=classifier_activation, name=name, final_endpoint=final_endpoint,
-            initializer=CONV_SETTINGS.initializer)
-
-    builder.__name__ = builder.__qualname__ = arch
-    builder.__doc__ = f"""Instantiates {display}: {sum(units) * 3 + 2} layers, {groups} group(s) of
+    return build.registered_builder(arch, functools.partial(_body, arch=arch), display, CONV_SETTINGS.initializer,
+                                    f"""Instantiates {display}: {sum(units) * 3 + 2} layers, {groups} group(s) of
     {width_per_group} channels per stage-1 bottleneck{", squeeze-and-excitation (Hu et al. 2018)" if se else ""}.
 
     Args follow keras.applications: `include_top`, `weights` (None, or a
@@ -105,8 +96,7 @@ def _make_builder(arch):
     `input_shape` (at least 32x32, default 224x224x3), `pooling`, `classes`,
     `classifier_activation`, `name`; `final_endpoint` (`conv1`, `pool1`,
     `block1` ... `block4`) truncates the network (with include_top=False).
-    """
-    return builder
+    """)
 
 
 CONFIGS = {arch: registry.register(registry.ModelConfig(
