@@ -111,6 +111,8 @@ SLIM_ARCHIVES = {
     "inception_v4": ("imagenet", "inception_v4_2016_09_09.tar.gz", "inception_v4.ckpt"),
     "inception_resnet_v2": ("imagenet_slim", "inception_resnet_v2_2016_08_30.tar.gz",
                             "inception_resnet_v2_2016_08_30.ckpt"),
+    "mobilenet_v1_100": ("imagenet_slim", "mobilenet_v1_2018_08_02/mobilenet_v1_1.0_224.tgz",
+                         "mobilenet_v1_1.0_224.ckpt"),
 }
 
 

@@ -155,8 +155,18 @@ def _imagenet(name):
         top1=70.4 if ALPHAS[name] == 1.0 else None, top1_source=registry.KERAS_APPLICATIONS_TABLE)
 
 
+# slim's float checkpoints at 224x224 (research/slim/nets/mobilenet_v1.md) and their top-1.
+SLIM_TOP1 = {"mobilenet_v1_100": 70.9, "mobilenet_v1_075": 68.4, "mobilenet_v1_050": 63.3, "mobilenet_v1_025": 49.8}
+
+
+def _slim(name):
+    stem = f"mobilenet_v1_{ALPHAS[name]}_{DEFAULT_SIZE}"  # str(0.5) == "0.5", str(1.0) == "1.0", as slim names them
+    return registry.slim_weights(f"mobilenet_v1_2018_08_02/{stem}.tgz", f"{stem}.ckpt", input_size=DEFAULT_SIZE,
+                                 top1=SLIM_TOP1[name], tag="imagenet_slim")
+
+
 CONFIGS = {name: registry.register(registry.ModelConfig(
     name=name, builder=builder, family="mobilenet_v1", paper="https://arxiv.org/abs/1704.04861",
     default_size=DEFAULT_SIZE, min_size=MIN_SIZE, features=_features(ALPHAS[name]), params=PUBLISHED[name][1],
-    macs=PUBLISHED[name][2], preprocessing="tf", weights=(_imagenet(name),)))
+    macs=PUBLISHED[name][2], preprocessing="tf", weights=(_imagenet(name), _slim(name))))
     for name, builder in zip(ALPHAS, BUILDERS)}
