@@ -8,12 +8,12 @@ import kerasnets
 from weight_files import randomize, rel_max_diff, write_keras_applications_h5
 
 
-@pytest.mark.parametrize("name, alpha, depth_multiplier", [("mobilenet_v1_100", 1.0, 1), ("mobilenet_v1_025", 0.25, 1),
-                                                           ("mobilenet_v1_050", 0.5, 2)])
-def test_keras_applications_files_give_keras_applications_outputs(name, alpha, depth_multiplier, tmp_path):
+@pytest.mark.parametrize("name, alpha, depth_multiplier, size", [
+    ("mobilenet_v1_100", 1.0, 1, 224), ("mobilenet_v1_050", 0.5, 1, 192), ("mobilenet_v1_025", 0.25, 2, 128)])
+def test_keras_applications_files_give_keras_applications_outputs(name, alpha, depth_multiplier, size, tmp_path):
     """Random weights in keras.applications' layout (its depthwise kernels named `depthwise_kernel`), with and
     without the top; its 1x1 `conv_preds` loads as our `Logits`."""
-    shape = (128, 128, 3)
+    shape = (size, size, 3)
     reference = randomize(keras.applications.MobileNet(weights=None, input_shape=shape, alpha=alpha,
                                                        depth_multiplier=depth_multiplier, classifier_activation=None),
                           seed=3)
@@ -57,3 +57,21 @@ def test_output_stride_keeps_the_grid_with_atrous_depthwise_convolutions():
     assert model.get_layer("Conv2d_12_depthwise.Conv2D").strides == (1, 1)
     assert model.get_layer("Conv2d_13_depthwise.Conv2D").dilation_rate == (2, 2)
     assert kerasnets.features.reductions(model)["Conv2d_13_pointwise"] == 16
+
+
+def test_imagenet_file_is_checked_against_its_first_download(tmp_path, monkeypatch):
+    """keras.applications publishes no hash for MobileNet: the first download's SHA-256 is recorded and checked."""
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    reference = randomize(keras.applications.MobileNet(weights=None, classifier_activation=None), seed=1)
+    entry = kerasnets.get_config("mobilenet_v1_100").weights_file("imagenet", include_top=True)
+    (tmp_path / "models").mkdir()
+    path = write_keras_applications_h5(reference, str(tmp_path / "models" / entry.filename))
+    images = np.random.default_rng(0).uniform(-1, 1, (1, 224, 224, 3)).astype("float32")
+    ours = kerasnets.mobilenet_v1_100(weights="imagenet", classifier_activation=None)
+    assert rel_max_diff(ours(images, training=False), reference(images, training=False)) <= 1e-5
+    recorded = open(path + ".sha256").read().strip()
+    assert len(recorded) == 64
+    with open(path, "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(ValueError, match="changed since it was first downloaded"):
+        kerasnets.mobilenet_v1_100(weights="imagenet")

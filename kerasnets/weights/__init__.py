@@ -47,6 +47,8 @@ def resolve(weights, config, include_top):
             raise ConnectionError(
                 f"weights={weights!r}: could not download {entry.url} ({e}). Offline, put the file{checked} "
                 f"at {os.path.join(cache, 'models', entry.filename)} and run again") from None
+        if entry.md5 is None:
+            _check_first_download(os.path.join(cache, "models", entry.filename), weights)
         if entry.member:  # an archive, extracted next to it
             path = os.path.join(path, entry.member)
         return Source(published.layout, path)
@@ -80,6 +82,25 @@ def resolve(weights, config, include_top):
     if keras3:
         return Source("keras3", path)
     raise ValueError(f"weights={path!r} is HDF5 but neither keras.applications' layout nor a Keras 3 weights file")
+
+
+def _check_first_download(path, tag):
+    """For files published without a hash (TF-slim's archives, keras.applications' MobileNet): the SHA-256 of
+    the first download is recorded beside it (`<file>.sha256`) and every later use is checked against it."""
+    import hashlib
+
+    from kerasnets.output import atomic_write
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    record = path + ".sha256"
+    if not os.path.exists(record):
+        atomic_write(record, lambda f: f.write(digest.hexdigest() + "\n"))
+    elif open(record).read().strip() != digest.hexdigest():
+        raise ValueError(f"weights={tag!r}: {path} changed since it was first downloaded (its SHA-256 was recorded "
+                         f"in {record}); delete both files to download it again")
 
 
 def load(model, source, config):
