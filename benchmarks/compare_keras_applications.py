@@ -40,6 +40,8 @@ KERAS_APPLICATIONS = {
     "inception_resnet_v2": keras.applications.InceptionResNetV2,
     "xception": keras.applications.Xception,
     "resnet50": keras.applications.ResNet50,
+    "vgg16": keras.applications.VGG16,
+    "mobilenet_v1_100": keras.applications.MobileNet,
 }
 
 

@@ -111,8 +111,8 @@ SLIM_TABLE = "https://github.com/tensorflow/models/tree/master/research/slim#pre
 
 
 def slim_weights(archive, checkpoint, *, input_size, top1, tag="imagenet"):
-    """TF-slim's published checkpoint (an archive under SLIM_ROOT holding `checkpoint`): 1001 classes, class 0 "background",
-    Inception preprocessing (pixels to [-1, 1]); top-1 as slim's README gives it."""
+    """TF-slim's published checkpoint (an archive under SLIM_ROOT holding `checkpoint`): 1001 classes, class 0
+    "background", Inception preprocessing (pixels to [-1, 1]); top-1 as slim's README gives it."""
     files = tuple(WeightsFile(f"{SLIM_ROOT}{archive}", None, include_top=top, member=checkpoint)
                   for top in (True, False))
     return PretrainedWeights(tag=tag, files=files, layout="slim", classes=1001, label_offset=1,

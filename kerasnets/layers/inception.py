@@ -108,7 +108,8 @@ def spatial_size(stem, modules, size, until):
         for op in _ops_of(stage):
             kernel = op.kernel[0] if isinstance(op, (Conv, SeparableConv)) else op.size
             dilation = getattr(op, "dilation", 1)
-            size = (-(-size // op.strides) if op.padding == "same" else
+            padding = getattr(op, "padding", "same")  # a SeparableConv is always "same"
+            size = (-(-size // op.strides) if padding == "same" else
                     (size - (kernel - 1) * dilation - 1) // op.strides + 1)
         if endpoint == until:
             return size
@@ -163,7 +164,8 @@ def unit(x, op, scope, settings, depth=int, endpoint=False):
                                          name=f"{name}.Conv2D" if endpoint else name)(x)
         return blocks.activation(x, name if endpoint else f"{name}.Relu", settings)
     return blocks.conv_norm_act(x, depth(op.filters), op.kernel, name, settings, strides=op.strides,
-                                padding=op.padding, dilation_rate=op.dilation, conv_name=f"{name}.Conv2D" if endpoint else name,
+                                padding=op.padding, dilation_rate=op.dilation,
+                                conv_name=f"{name}.Conv2D" if endpoint else name,
                                 output_name=name if endpoint else None)
 
 

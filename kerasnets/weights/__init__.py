@@ -14,6 +14,7 @@ import zipfile
 
 import numpy as np
 
+
 @dataclasses.dataclass(frozen=True)
 class Source:
     """A weights file to load, and the layout it is written in (one of registry.LAYOUTS)."""
@@ -135,20 +136,21 @@ def _as_shape(variable, value):
 
 def _assign(model, arrays, path):
     """Checks every shape, then assigns: a mismatch leaves the model untouched."""
-    arrays = {name: [_as_shape(variable, value) for variable, value in zip(model.get_layer(name).weights, values)]
-              + values[len(model.get_layer(name).weights):] for name, values in arrays.items()}
+    checked = {}
     for layer_name, values in arrays.items():
         layer = model.get_layer(layer_name)
         if len(layer.weights) != len(values):
             raise ValueError(f"weights={path!r} does not fit this model: layer {layer_name!r} has "
                              f"{len(layer.weights)} variables, the file has {len(values)}.")
+        values = [_as_shape(variable, value) for variable, value in zip(layer.weights, values)]
         for variable, value in zip(layer.weights, values):
             if tuple(variable.shape) != tuple(value.shape):
                 raise ValueError(
                     f"weights={path!r} does not fit this model: layer {layer_name!r} expects "
                     f"{variable.path} of shape {tuple(variable.shape)}, the file has {tuple(value.shape)}."
                 )
-    for layer_name, values in arrays.items():
+        checked[layer_name] = values
+    for layer_name, values in checked.items():
         model.get_layer(layer_name).set_weights(values)
 
 
