@@ -86,8 +86,10 @@ def _network(align_feature_maps, output_stride):
             return op._replace(padding="same") if op.padding == "valid" else op
         stem, modules = inception.restyle(stem, same), inception.restyle(modules, same)
     if output_stride == 8:
-        mixed_6a = inception.restyle(modules[1][1], lambda op: op._replace(strides=1))
-        modules = (modules[0], ("Mixed_6a", mixed_6a), modules[2])
+        def unstrided(op):
+            return op._replace(strides=1)
+        modules = tuple((name, inception.restyle(branches, unstrided) if name == "Mixed_6a" else branches)
+                        for name, branches in modules)
         block17 = inception.restyle(BLOCK17, lambda op: op._replace(dilation=2))
     return stem, modules, block17
 
