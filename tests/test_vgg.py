@@ -65,5 +65,7 @@ def test_fully_convolutional_scores_a_map_on_larger_inputs():
     assert same.output.shape == (None, 10, 14, 1000)  # input / 32 with "same"; "valid" gives input / 32 - 6
     with pytest.raises(ValueError, match=r"fixed input size .* fully_convolutional=True"):
         kerasnets.vgg16(input_shape=(None, None, 3))
+    with pytest.raises(ValueError, match=r"at least 224x224 .* input_shape=\(160, 160, 3\)"):
+        kerasnets.vgg16(fully_convolutional=True, input_shape=(160, 160, 3))
     with pytest.raises(ValueError, match="fc_conv_padding must be 'valid' or 'same', got fc_conv_padding='full'"):
         kerasnets.vgg19(fully_convolutional=True, fc_conv_padding="full")

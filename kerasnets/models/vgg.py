@@ -76,11 +76,18 @@ def _classifier(x, net, dropout_rate, fully_convolutional, fc_conv_padding):
     return heads.predictions(x, net.classifier_activation)
 
 
-def _check_fixed_size(shape, fully_convolutional):
+def _check_head_input(shape, include_top, fully_convolutional, fc_conv_padding):
+    if not include_top:
+        return
     if not fully_convolutional and None in shape[:2]:
         raise ValueError(f"VGG's fully connected head needs a fixed input size (it flattens pool5); got "
                          f"input_shape={tuple(shape)}. Pass include_top=False, or fully_convolutional=True for "
                          "a map of class scores on inputs of any size.")
+    small = [d for d in shape[:2] if d is not None and d < 32 * FC6_KERNEL]
+    if fully_convolutional and fc_conv_padding == "valid" and small:
+        raise ValueError(f"fully_convolutional=True with fc_conv_padding='valid' needs inputs of at least "
+                         f"{32 * FC6_KERNEL}x{32 * FC6_KERNEL} (fc6 is a 7x7 convolution on pool5); got "
+                         f"input_shape={tuple(shape)}. Use fc_conv_padding='same' for smaller inputs.")
 
 
 def _vgg(model_name, include_top, weights, input_tensor, input_shape, pooling, classes, classifier_activation, name,
@@ -96,7 +103,8 @@ def _vgg(model_name, include_top, weights, input_tensor, input_shape, pooling, c
         weights=weights, input_tensor=input_tensor, input_shape=input_shape, pooling=pooling, classes=classes,
         classifier_activation=classifier_activation, name=name, final_endpoint=final_endpoint,
         initializer=CONV_SETTINGS.initializer, head=head,
-        check_shape=functools.partial(_check_fixed_size, fully_convolutional=fully_convolutional or not include_top))
+        check_shape=functools.partial(_check_head_input, include_top=include_top,
+                                      fully_convolutional=fully_convolutional, fc_conv_padding=fc_conv_padding))
 
 
 _ARGS_DOC = """
