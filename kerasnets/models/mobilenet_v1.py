@@ -25,7 +25,8 @@ from kerasnets.layers import blocks
 DEFAULT_SIZE = 224
 MIN_SIZE = 32
 MIN_DEPTH = 8  # slim's min_depth; the published alphas never reach it, so keras.applications' widths agree
-# slim's mobilenet_v1_arg_scope: truncated normal (stddev 0.09), batch norm with gamma (epsilon 0.001), ReLU6.
+# slim's mobilenet_v1_arg_scope: batch norm with gamma (epsilon 0.001), ReLU6. Kernels start Glorot-uniform, as
+# keras.applications' (slim draws a truncated normal of stddev 0.09).
 CONV_SETTINGS = blocks.ConvSettings(initializer="glorot_uniform", batch_norm_epsilon=0.001, batch_norm_momentum=0.99,
                                     batch_norm_scale=True, activation="relu6")
 # Table 1: the first convolution, then (stride, filters) of each depthwise separable convolution.
