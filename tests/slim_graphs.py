@@ -7,8 +7,8 @@ to them here; batch norm runs slim's fused path (`_fused_batch_norm`, plain TF
 ops), chosen by `zero_debias_moving_mean=True`, which changes nothing at
 inference. Nothing here is imported by kerasnets.
 
-tf-slim 1.1 holds Inception v1-v3 and the ResNets; Inception v4,
-Inception-ResNet v2, MobileNet v1 and VGG are in tensorflow/models'
+tf-slim 1.1 holds Inception v1-v3, VGG and the ResNets; Inception v4,
+Inception-ResNet v2 and MobileNet v1 are in tensorflow/models'
 `research/slim/nets/`, which the package `tf-models-research-object-detection`
 installs as `object_detection.nets` (installed without its dependencies:
 tests/reference-nets.txt). Those modules import their siblings as `nets`.
