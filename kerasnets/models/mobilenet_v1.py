@@ -113,10 +113,11 @@ def mobilenet_v1(include_top=True, weights=None, input_tensor=None, input_shape=
     if output_stride not in (None, 8, 16, 32):
         raise ValueError(f"output_stride must be None, 8, 16 or 32, got output_stride={output_stride!r}")
     model_name = next((n for n, a in ALPHAS.items() if a == alpha), None)
-    if model_name is None and isinstance(weights, str) and weights in CONFIGS["mobilenet_v1_100"].weight_tags:
+    published = isinstance(weights, str) and weights in CONFIGS["mobilenet_v1_100"].weight_tags
+    if model_name is None and published:
         raise ValueError(f"weights={weights!r} are published for alpha in {sorted(ALPHAS.values())}; got "
                          f"alpha={alpha}. Use weights=None for other widths.")
-    if depth_multiplier != 1 and isinstance(weights, str) and weights in CONFIGS["mobilenet_v1_100"].weight_tags:
+    if depth_multiplier != 1 and published:
         raise ValueError(f"weights={weights!r} are published for depth_multiplier=1; got "
                          f"depth_multiplier={depth_multiplier}")
     return build.build_model(
