@@ -70,7 +70,7 @@ def build_model(model_name, body, *, include_top, weights, input_tensor, input_s
                             input_tensor=input_tensor, pooling=pooling, classes=classes, config=config)
     if check_shape is not None:
         check_shape(shape)
-    source = weights_lib.resolve(weights, config, include_top)
+    source = weights_lib.resolve(weights, config, include_top, shape)
     # Layers a weights file will fill start at zero: random draws (slim's truncated normals) would cost a
     # third of the build time for nothing.
     net = Net(include_top, classes, classifier_activation, initializer if source is None else "zeros")

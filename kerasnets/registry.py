@@ -31,6 +31,7 @@ class WeightsFile:
     md5: Optional[str]  # as the publisher gives it (keras.applications publishes MD5s; TF-slim none)
     include_top: bool
     member: str = ""  # for an archive: the path inside it to load (a TF-slim checkpoint prefix)
+    input_size: Optional[int] = None  # the square input it was trained at, where a set has one file per size
 
     @property
     def filename(self):
@@ -51,10 +52,19 @@ class PretrainedWeights:
     top1: Optional[float] = None  # published ImageNet top-1 accuracy, percent
     top1_source: str = ""
 
-    def file(self, include_top):
-        for entry in self.files:
-            if entry.include_top == include_top:
-                return entry
+    @property
+    def input_sizes(self):
+        """The square inputs this set has its own files for (MobileNet's 128-224), else just `input_size`."""
+        return tuple(sorted({entry.input_size or self.input_size for entry in self.files}))
+
+    def file(self, include_top, input_size=None):
+        """The file with or without the classifier, trained at `input_size` where there is one, else at the
+        set's own `input_size` (as keras.applications' MobileNet falls back to 224)."""
+        candidates = [entry for entry in self.files if entry.include_top == include_top]
+        for size in (input_size, self.input_size):
+            for entry in candidates:
+                if (entry.input_size or self.input_size) == size:
+                    return entry
         return None
 
 
@@ -91,9 +101,10 @@ class ModelConfig:
         raise ValueError(f"weights={tag!r}: no published weights of that name for model {self.name!r}. "
                          f"Available: {list(self.weight_tags) or 'none'} (or the path of a weights file).")
 
-    def weights_file(self, tag, include_top):
-        """The published file for `tag`, with or without the classifier."""
-        entry = self.pretrained(tag).file(include_top)
+    def weights_file(self, tag, include_top, input_size=None):
+        """The published file for `tag`, with or without the classifier, for a square `input_size` if the
+        set has files per size."""
+        entry = self.pretrained(tag).file(include_top, input_size)
         if entry is None:
             raise ValueError(f"weights={tag!r}: no published file for model {self.name!r} "
                              f"with include_top={include_top}.")
@@ -110,11 +121,14 @@ SLIM_ROOT = "http://download.tensorflow.org/models/"
 SLIM_TABLE = "https://github.com/tensorflow/models/tree/master/research/slim#pre-trained-models"
 
 
-def slim_weights(archive, checkpoint, *, input_size, top1, tag="imagenet"):
+def slim_weights(archive, checkpoint, *, input_size, top1, tag="imagenet", sizes=()):
     """TF-slim's published checkpoint (an archive under SLIM_ROOT holding `checkpoint`): 1001 classes, class 0
-    "background", Inception preprocessing (pixels to [-1, 1]); top-1 as slim's README gives it."""
-    files = tuple(WeightsFile(f"{SLIM_ROOT}{archive}", None, include_top=top, member=checkpoint)
-                  for top in (True, False))
+    "background", Inception preprocessing (pixels to [-1, 1]); top-1 as slim's README gives it (at
+    `input_size`). With `sizes`, `archive` and `checkpoint` are formats taking `{size}`: one checkpoint each."""
+    per_size = [(size, archive.format(size=size), checkpoint.format(size=size)) for size in sizes] or [
+        (None, archive, checkpoint)]
+    files = tuple(WeightsFile(f"{SLIM_ROOT}{path}", None, include_top=top, member=member, input_size=size)
+                  for size, path, member in per_size for top in (True, False))
     return PretrainedWeights(tag=tag, files=files, layout="slim", classes=1001, label_offset=1,
                              preprocessing="tf", input_size=input_size, top1=top1, top1_source=SLIM_TABLE)
 

@@ -1,5 +1,7 @@
 """MobileNet v1 beside keras.applications' MobileNet (slim's own network: test_slim_nets.py)."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -42,13 +44,47 @@ def test_arguments_are_checked_before_building():
         kerasnets.mobilenet_v1(alpha=0)
 
 
-def test_published_files_are_keras_applications():
-    """URLs as keras.applications' MobileNet builds them (keras publishes no hash for these files)."""
-    for name, text in (("mobilenet_v1_100", "1_0"), ("mobilenet_v1_075", "7_5"), ("mobilenet_v1_050", "5_0"),
-                       ("mobilenet_v1_025", "2_5")):
-        published = kerasnets.get_config(name).pretrained("imagenet")
-        assert [f.filename for f in published.files] == [f"mobilenet_{text}_224_tf.h5", f"mobilenet_{text}_224_tf_no_top.h5"]
+def test_published_files_are_keras_applications_and_slims():
+    """URLs as keras.applications' MobileNet builds them (keras publishes no hash for these files), and slim's
+    archives (mobilenet_v1.md), one per alpha and input size."""
+    for name, text, slim in (("mobilenet_v1_100", "1_0", "1.0"), ("mobilenet_v1_075", "7_5", "0.75"),
+                             ("mobilenet_v1_050", "5_0", "0.5"), ("mobilenet_v1_025", "2_5", "0.25")):
+        config = kerasnets.get_config(name)
+        for size in (128, 160, 192, 224):
+            assert config.weights_file("imagenet", True, size).filename == f"mobilenet_{text}_{size}_tf.h5"
+            assert config.weights_file("imagenet", False, size).filename == f"mobilenet_{text}_{size}_tf_no_top.h5"
+            entry = config.weights_file("imagenet_slim", True, size)
+            assert (entry.url, entry.member) == (
+                f"http://download.tensorflow.org/models/mobilenet_v1_2018_08_02/mobilenet_v1_{slim}_{size}.tgz",
+                f"mobilenet_v1_{slim}_{size}.ckpt")
+        assert config.weights_file("imagenet", True).filename == f"mobilenet_{text}_224_tf.h5"
+        assert config.pretrained("imagenet").input_sizes == (128, 160, 192, 224)
     assert kerasnets.get_config("mobilenet_v1_100").pretrained("imagenet").top1 == 70.4
+
+
+def test_imagenet_loads_the_file_for_the_input_size(tmp_path, monkeypatch):
+    """As keras.applications' MobileNet: the file trained at a square 128/160/192/224 input; at any other
+    size the 224x224 file, with a warning."""
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    (tmp_path / "models").mkdir()
+    config = kerasnets.get_config("mobilenet_v1_050")
+    references = {}
+    for seed, size in enumerate((192, 224)):
+        references[size] = randomize(keras.applications.MobileNet(weights=None, alpha=0.5, include_top=False,
+                                                                  input_shape=(None, None, 3)), seed=seed)
+        path = tmp_path / "models" / config.weights_file("imagenet", False, size).filename
+        write_keras_applications_h5(references[size], str(path))
+    # Multiples of 32, where slim's "same" padding and keras.applications' explicit padding agree.
+    for size, expected in ((192, 192), (256, 224)):
+        images = np.random.default_rng(size).uniform(-1, 1, (1, size, size, 3)).astype("float32")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ours = kerasnets.mobilenet_v1_050(weights="imagenet", include_top=False, input_shape=(size, size, 3))
+        said = [str(w.message) for w in caught if "published for square inputs" in str(w.message)]
+        assert said == ([] if size == expected else [
+            "weights='imagenet': mobilenet_v1_050 is published for square inputs of [128, 160, 192, 224]; got "
+            "input_shape=(256, 256, 3), so the 224x224 weights are loaded."])
+        assert rel_max_diff(ours(images, training=False), references[expected](images, training=False)) <= 1e-5
 
 
 def test_output_stride_keeps_the_grid_with_atrous_depthwise_convolutions():

@@ -10,10 +10,12 @@ convolutions, each a 3x3 depthwise convolution (`Conv2d_<i>_depthwise`) and
 a 1x1 pointwise one (`Conv2d_<i>_pointwise`), every one followed by batch
 norm (with gamma) and ReLU6, as slim's `nets/mobilenet_v1.py` and
 keras.applications' MobileNet build it (same layers, so both weight layouts
-load). `alpha` is the paper's width multiplier (slim calls it
-`depth_multiplier`); `depth_multiplier` is keras.applications' depthwise
-channel multiplier. `output_stride` 8 or 16 keeps the grid finer by running
-the later depthwise convolutions atrous, as slim does for dense prediction.
+load; padding is slim's "same", so at inputs that are not multiples of 32
+keras.applications' explicit padding gives some grids one cell less).
+`alpha` is the paper's width multiplier (slim calls it `depth_multiplier`);
+`depth_multiplier` is keras.applications' depthwise channel multiplier.
+`output_stride` 8 or 16 keeps the grid finer by running the later depthwise
+convolutions atrous, as slim does for dense prediction.
 """
 
 import functools
@@ -147,13 +149,17 @@ PUBLISHED = {"mobilenet_v1_100": ("1_0", 4_253_864, 568_740_352), "mobilenet_v1_
              "mobilenet_v1_050": ("5_0", 1_342_536, 149_497_088), "mobilenet_v1_025": ("2_5", 475_544, 41_030_272)}
 
 
+# keras.applications and slim publish a set per alpha with one file for each of these square input sizes.
+PUBLISHED_SIZES = (128, 160, 192, 224)
+
+
 def _imagenet(name):
-    """keras.applications' files (`mobilenet_<alpha>_224_tf[_no_top].h5`; keras publishes no hash for them)."""
-    stem = f"{KERAS_APPLICATIONS_ROOT}mobilenet_{PUBLISHED[name][0]}_{DEFAULT_SIZE}_tf"
+    """keras.applications' files (`mobilenet_<alpha>_<size>_tf[_no_top].h5`; keras publishes no hash for them)."""
+    stem = f"{KERAS_APPLICATIONS_ROOT}mobilenet_{PUBLISHED[name][0]}"
     return registry.PretrainedWeights(
         tag="imagenet", layout="keras_applications", preprocessing="tf", input_size=DEFAULT_SIZE,
-        files=(registry.WeightsFile(f"{stem}.h5", None, include_top=True),
-               registry.WeightsFile(f"{stem}_no_top.h5", None, include_top=False)),
+        files=tuple(registry.WeightsFile(f"{stem}_{size}_tf{suffix}.h5", None, include_top=top, input_size=size)
+                    for size in PUBLISHED_SIZES for top, suffix in ((True, ""), (False, "_no_top"))),
         top1=70.4 if ALPHAS[name] == 1.0 else None, top1_source=registry.KERAS_APPLICATIONS_TABLE)
 
 
@@ -162,9 +168,9 @@ SLIM_TOP1 = {"mobilenet_v1_100": 70.9, "mobilenet_v1_075": 68.4, "mobilenet_v1_0
 
 
 def _slim(name):
-    stem = f"mobilenet_v1_{ALPHAS[name]}_{DEFAULT_SIZE}"  # str(0.5) == "0.5", str(1.0) == "1.0", as slim names them
+    stem = f"mobilenet_v1_{ALPHAS[name]}_{{size}}"  # str(0.5) == "0.5", str(1.0) == "1.0", as slim names them
     return registry.slim_weights(f"mobilenet_v1_2018_08_02/{stem}.tgz", f"{stem}.ckpt", input_size=DEFAULT_SIZE,
-                                 top1=SLIM_TOP1[name], tag="imagenet_slim")
+                                 top1=SLIM_TOP1[name], tag="imagenet_slim", sizes=PUBLISHED_SIZES)
 
 
 CONFIGS = {name: registry.register(registry.ModelConfig(

@@ -23,11 +23,13 @@ class Source:
     path: str
 
 
-def resolve(weights, config, include_top):
+def resolve(weights, config, include_top, input_shape=None):
     """Turns the `weights` argument into a Source, checking the file's format.
 
     Runs before the model is built. A published tag ("imagenet") fetches its
-    file with `keras.utils.get_file`, which checks the published hash.
+    file with `keras.utils.get_file`, which checks the published hash; where
+    the set has a file per input size (MobileNet), the one for a square
+    `input_shape`, else the default size's with a warning.
     """
     if weights is None:
         return None
@@ -35,7 +37,14 @@ def resolve(weights, config, include_top):
         import keras
 
         published = config.pretrained(weights)
-        entry = config.weights_file(weights, include_top)
+        size = input_shape[0] if input_shape is not None and input_shape[0] == input_shape[1] else None
+        entry = config.weights_file(weights, include_top, size)
+        if len(published.input_sizes) > 1 and size not in published.input_sizes:
+            import warnings
+
+            warnings.warn(f"weights={weights!r}: {config.name} is published for square inputs of "
+                          f"{list(published.input_sizes)}; got input_shape={tuple(input_shape)}, so the "
+                          f"{published.input_size}x{published.input_size} weights are loaded.", stacklevel=4)
         # Keras' own cache (KERAS_HOME, else ~/.keras), named so a failed download can say where the file goes.
         cache = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
         try:
