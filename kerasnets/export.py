@@ -55,7 +55,7 @@ def load_model(model, weights=None, model_args=None):
         return load_model_file(model), name, artifact_labels(model)
     config = registry.get_config(model)
     size = config.default_size
-    inputs, x = kn_layers.raw_pixel_input(size, config.preprocessing)
+    inputs, x = kn_layers.raw_pixel_input(size, config.preprocessing_for(weights))
     net = config.builder(weights=weights, input_tensor=x, **(model_args or {}))
     return net, model, None
 

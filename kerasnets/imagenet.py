@@ -1,20 +1,19 @@
 """ImageNet helpers in keras.applications' style, for any registered model."""
 
 
-def preprocess_input(x, data_format=None, model="inception_v3"):
+def preprocess_input(x, data_format=None, model="inception_v3", weights=None):
     """Normalises RGB pixels in [0, 255] as registered `model`'s weights expect.
 
     The default is Inception v3's (scaled to [-1, 1]), so
     `kerasnets.preprocess_input` matches `keras.applications.inception_v3`;
     pass `model=` for another (`get_config(model).preprocessing` says which
-    of keras.applications' modes it uses).
+    of keras.applications' modes it uses) and `weights=` for one of its
+    published sets that differs (slim's VGG: `"imagenet_slim"`, "rgb_mean").
     """
-    import keras
-
     from kerasnets import registry
+    from kerasnets.layers.preprocessing import preprocess_input as normalise
 
-    mode = registry.get_config(model).preprocessing
-    return keras.applications.imagenet_utils.preprocess_input(x, data_format=data_format, mode=mode)
+    return normalise(x, registry.get_config(model).preprocessing_for(weights), data_format=data_format)
 
 
 def decode_predictions(preds, top=5):

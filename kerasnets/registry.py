@@ -19,7 +19,8 @@ from typing import Callable, Optional, Tuple
 
 from kerasnets.features import FeatureInfo
 
-PREPROCESSING_MODES = ("tf", "torch", "caffe")  # keras.applications' imagenet_utils modes
+# keras.applications' imagenet_utils modes, and TF-slim's VGG mean subtraction ("rgb_mean").
+PREPROCESSING_MODES = ("tf", "torch", "caffe", "rgb_mean")
 LAYOUTS = ("keras_applications", "slim", "keras3")
 
 
@@ -110,27 +111,35 @@ class ModelConfig:
                              f"with include_top={include_top}.")
         return entry
 
-    def preprocess(self, x):
-        """The model's input normalisation of RGB pixels in [0, 255] (keras.applications' modes)."""
-        import keras
+    def preprocessing_for(self, weights=None):
+        """The normalisation published weights `weights` expect (slim's VGG differs from keras.applications');
+        the model's own for anything else."""
+        if isinstance(weights, str) and weights in self.weight_tags:
+            return self.pretrained(weights).preprocessing
+        return self.preprocessing
 
-        return keras.applications.imagenet_utils.preprocess_input(x, mode=self.preprocessing)
+    def preprocess(self, x, weights=None):
+        """The input normalisation of RGB pixels in [0, 255] for this model (and published `weights`)."""
+        from kerasnets.layers.preprocessing import preprocess_input
+
+        return preprocess_input(x, self.preprocessing_for(weights))
 
 
 SLIM_ROOT = "http://download.tensorflow.org/models/"
 SLIM_TABLE = "https://github.com/tensorflow/models/tree/master/research/slim#pre-trained-models"
 
 
-def slim_weights(archive, checkpoint, *, input_size, top1, tag="imagenet", sizes=()):
-    """TF-slim's published checkpoint (an archive under SLIM_ROOT holding `checkpoint`): 1001 classes, class 0
-    "background", Inception preprocessing (pixels to [-1, 1]); top-1 as slim's README gives it (at
+def slim_weights(archive, checkpoint, *, input_size, top1, tag="imagenet", sizes=(), classes=1001,
+                 preprocessing="tf"):
+    """TF-slim's published checkpoint (an archive under SLIM_ROOT holding `checkpoint`): by default 1001 classes,
+    class 0 "background", Inception preprocessing (pixels to [-1, 1]); top-1 as slim's README gives it (at
     `input_size`). With `sizes`, `archive` and `checkpoint` are formats taking `{size}`: one checkpoint each."""
     per_size = [(size, archive.format(size=size), checkpoint.format(size=size)) for size in sizes] or [
         (None, archive, checkpoint)]
     files = tuple(WeightsFile(f"{SLIM_ROOT}{path}", None, include_top=top, member=member, input_size=size)
                   for size, path, member in per_size for top in (True, False))
-    return PretrainedWeights(tag=tag, files=files, layout="slim", classes=1001, label_offset=1,
-                             preprocessing="tf", input_size=input_size, top1=top1, top1_source=SLIM_TABLE)
+    return PretrainedWeights(tag=tag, files=files, layout="slim", classes=classes, label_offset=int(classes == 1001),
+                             preprocessing=preprocessing, input_size=input_size, top1=top1, top1_source=SLIM_TABLE)
 
 
 KERAS_APPLICATIONS_ROOT = "https://storage.googleapis.com/tensorflow/keras-applications/"

@@ -89,7 +89,7 @@ def build_model(model, classes, image_size, weights=None, dropout_rate=0.2, mode
         return loaded
     config = registry.get_config(model)
     model_args = dict(model_args or {})
-    inputs, x = kn_layers.raw_pixel_input(image_size, config.preprocessing)
+    inputs, x = kn_layers.raw_pixel_input(image_size, config.preprocessing_for(weights))
     if weights is None:
         return config.builder(weights=None, classes=classes, input_tensor=x, **model_args)
     base = config.builder(weights=weights, include_top=False, pooling="avg", input_tensor=x, **model_args)

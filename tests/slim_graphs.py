@@ -14,8 +14,11 @@ installs as `object_detection.nets` (installed without its dependencies:
 tests/reference-nets.txt). Those modules import their siblings as `nets`.
 """
 
+import glob
 import importlib
+import os
 import sys
+import tarfile
 import types
 
 import numpy as np
@@ -83,3 +86,12 @@ def run_slim_net(net, arg_scope, images, checkpoint_prefix, seed=0, **kwargs):
             tf.compat.v1.train.Saver(variables).save(session, checkpoint_prefix, write_meta_graph=False)
     logits = outputs.pop("__logits__")
     return outputs, logits
+
+
+def pack_slim_archive(prefix, archive, member):
+    """Packs the checkpoint at `prefix` as slim packs its downloads: `archive` (a .tar.gz/.tgz, its folder made
+    here) holding the checkpoint's files under the prefix `member`."""
+    os.makedirs(os.path.dirname(archive), exist_ok=True)
+    with tarfile.open(archive, "w:gz") as tar:
+        for path in glob.glob(prefix + ".*"):
+            tar.add(path, arcname=os.path.basename(path).replace(os.path.basename(prefix), member))

@@ -2,16 +2,13 @@
 same values from slim's checkpoints."""
 
 import dataclasses
-import glob
-import os
-import tarfile
 
 import keras
 import numpy as np
 import pytest
 
 import kerasnets
-from slim_graphs import run_slim_net, slim_arg_scope, slim_module
+from slim_graphs import pack_slim_archive, run_slim_net, slim_arg_scope, slim_module
 from weight_files import rel_max_diff
 
 
@@ -128,11 +125,7 @@ def test_published_weights_are_slims_archive(name, slim_nets, monkeypatch, tmp_p
     assert (entry.url, entry.member, entry.md5) == ("http://download.tensorflow.org/models/" + archive_name, member,
                                                     None)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
-    archive = tmp_path / "models" / entry.filename
-    archive.parent.mkdir()
-    with tarfile.open(archive, "w:gz") as tar:
-        for path in glob.glob(prefix + ".*"):
-            tar.add(path, arcname=os.path.basename(path).replace(os.path.basename(prefix), entry.member))
+    pack_slim_archive(prefix, str(tmp_path / "models" / entry.filename), entry.member)
     model = kerasnets.create_model(name, weights=tag, classifier_activation=None)
     assert model.output.shape[-1] == 1000
     assert rel_max_diff(model(images, training=False), logits[:, 1:]) <= 1e-4

@@ -3,9 +3,11 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import kerasnets
-from slim_graphs import run_slim_net, slim_module
+from kerasnets import training
+from slim_graphs import pack_slim_archive, run_slim_net, slim_module
 from weight_files import randomize, rel_max_diff, write_keras_applications_h5
 
 KERAS_APPLICATIONS = {"vgg16": keras.applications.VGG16, "vgg19": keras.applications.VGG19}
@@ -55,6 +57,40 @@ def test_slim_checkpoint_gives_slims_outputs(slim_vgg16, fully_convolutional):
     output = np.asarray(model(images, training=False))
     assert output.shape == ((2, 1, 1, 1000) if fully_convolutional else (2, 1000))
     assert rel_max_diff(output.reshape(logits.shape), logits) <= 1e-4
+
+
+def _slim_vgg_preprocessing(pixels):
+    """tensorflow/models' research/slim/preprocessing/vgg_preprocessing.py: ImageNet's mean subtracted in RGB."""
+    from object_detection.preprocessing import vgg_preprocessing as slim
+
+    means = [slim._R_MEAN, slim._G_MEAN, slim._B_MEAN]
+    return np.stack([slim._mean_image_subtraction(tf.constant(image), means).numpy() for image in pixels])
+
+
+def test_published_slim_weights_are_slims_archive_with_slims_preprocessing(slim_vgg16, monkeypatch, tmp_path):
+    """`weights="imagenet_slim"`: slim's vgg_16 archive (the test checkpoint packed as slim packs it, where a
+    download would put it); 1000 classes, no background. Its input is normalised as slim's vgg_preprocessing
+    does, not as keras.applications' VGG (BGR), in preprocess_input and in the models kerasnets trains."""
+    images, prefix, _, logits = slim_vgg16
+    published = kerasnets.get_config("vgg16").pretrained("imagenet_slim")
+    assert (published.classes, published.label_offset, published.preprocessing, published.top1) == (
+        1000, 0, "rgb_mean", 71.5)
+    entry = published.file(include_top=True)
+    assert (entry.url, entry.member) == ("http://download.tensorflow.org/models/vgg_16_2016_08_28.tar.gz",
+                                         "vgg_16.ckpt")
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    pack_slim_archive(prefix, str(tmp_path / "models" / entry.filename), entry.member)
+    model = kerasnets.vgg16(weights="imagenet_slim", classifier_activation=None)
+    assert rel_max_diff(model(images, training=False), logits) <= 1e-4
+
+    pixels = np.random.default_rng(1).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    expected = _slim_vgg_preprocessing(pixels)
+    assert np.allclose(kerasnets.preprocess_input(pixels, model="vgg16", weights="imagenet_slim"), expected, atol=1e-4)
+    trainable = training.build_model("vgg16", classes=3, image_size=32, weights="imagenet_slim")
+    assert np.allclose(trainable.get_layer("image.Preprocess")(pixels), expected, atol=1e-4)
+    # keras.applications' weights keep keras.applications' preprocessing (which rewrites a float array in place)
+    assert np.allclose(kerasnets.preprocess_input(pixels.copy(), model="vgg16"),
+                       keras.applications.vgg16.preprocess_input(pixels.copy()), atol=1e-4)
 
 
 def test_fully_convolutional_scores_a_map_on_larger_inputs():

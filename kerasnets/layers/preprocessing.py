@@ -14,7 +14,10 @@ from keras import ops
 _TORCH_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 _TORCH_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 _CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
-MODES = ("tf", "torch", "caffe")
+KERAS_APPLICATIONS_MODES = ("tf", "torch", "caffe")
+# TF-slim's vgg_preprocessing (its VGG and ResNet v1 checkpoints): ImageNet's mean subtracted in RGB, no scaling.
+_SLIM_RGB_MEAN = (123.68, 116.78, 103.94)
+MODES = KERAS_APPLICATIONS_MODES + ("rgb_mean",)
 PREPROCESS_NAME = "image.Preprocess"
 
 
@@ -22,7 +25,8 @@ def preprocessing(mode, name=PREPROCESS_NAME):
     """keras.applications' `preprocess_input(x, mode)` as a built-in Keras layer (call it on raw pixels).
 
     "tf" scales to [-1, 1] and "torch" standardises with ImageNet's mean and
-    std: both `Rescaling` (per channel for torch). "caffe" reorders RGB to BGR
+    std: both `Rescaling` (per channel for torch), as is "rgb_mean" (slim's
+    VGG preprocessing, the mean subtracted in RGB). "caffe" reorders RGB to BGR
     and subtracts ImageNet's mean: a frozen 1x1 `Conv2D` whose kernel is the
     channel permutation and whose bias is minus the mean (built-in layers have
     no channel flip; the products are by 0 and 1, so the result is exact).
@@ -35,10 +39,26 @@ def preprocessing(mode, name=PREPROCESS_NAME):
         std = np.asarray(_TORCH_STD)
         return keras.layers.Rescaling((1.0 / std).tolist(), offset=(-np.asarray(_TORCH_MEAN) / std).tolist(),
                                       name=name)
+    if mode == "rgb_mean":
+        return keras.layers.Rescaling(1.0, offset=[-m for m in _SLIM_RGB_MEAN], name=name)
     flip = np.eye(3, dtype="float32")[::-1].reshape(1, 1, 3, 3)
     return keras.layers.Conv2D(3, 1, name=name, trainable=False,
                                kernel_initializer=keras.initializers.Constant(flip.tolist()),
                                bias_initializer=keras.initializers.Constant((-np.asarray(_CAFFE_BGR_MEAN)).tolist()))
+
+
+def preprocess_input(x, mode, data_format=None):
+    """The normalisation `mode` (one of MODES) of RGB pixels in [0, 255], on arrays or tensors: keras.applications'
+    `imagenet_utils.preprocess_input` for its modes, slim's mean subtraction for "rgb_mean"."""
+    if mode not in MODES:
+        raise ValueError(f"preprocessing mode must be one of {MODES}, got {mode!r}")
+    if mode in KERAS_APPLICATIONS_MODES:
+        return keras.applications.imagenet_utils.preprocess_input(x, data_format=data_format, mode=mode)
+    channels_first = (data_format or keras.config.image_data_format()) == "channels_first"
+    mean = np.asarray(_SLIM_RGB_MEAN, "float32").reshape((3, 1, 1) if channels_first else (3,))
+    if isinstance(x, np.ndarray):
+        return x.astype(keras.config.floatx(), copy=False) - mean
+    return ops.cast(x, keras.config.floatx()) - mean
 
 
 def raw_pixel_input(size, mode):
@@ -61,8 +81,8 @@ class Preprocess(keras.layers.Layer):
 
     def __init__(self, mode, **kwargs):
         super().__init__(**kwargs)
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got mode={mode!r}")
+        if mode not in KERAS_APPLICATIONS_MODES:
+            raise ValueError(f"mode must be one of {KERAS_APPLICATIONS_MODES}, got mode={mode!r}")
         self.mode = mode
 
     def call(self, x):

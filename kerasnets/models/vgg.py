@@ -112,9 +112,12 @@ _ARGS_DOC = """
       include_top, weights, input_tensor, input_shape, pooling, classes,
         classifier_activation, name: as keras.applications (input at least
         32x32, default 224x224x3). `weights`: None, "imagenet"
-        (keras.applications' published file, fetched and hash-checked), a
-        keras.applications-layout `.h5`, a TF-slim checkpoint prefix
-        (`vgg_16.ckpt`, 1000 classes) or a Keras `.weights.h5`/`.keras` file.
+        (keras.applications' published file, fetched and hash-checked; its
+        input is "caffe"-preprocessed, BGR), "imagenet_slim" (slim's
+        checkpoint, 1000 classes; its input has ImageNet's RGB mean
+        subtracted: `preprocess_input(x, model=..., weights="imagenet_slim")`),
+        a keras.applications-layout `.h5`, a TF-slim checkpoint prefix
+        (`vgg_16.ckpt`) or a Keras `.weights.h5`/`.keras` file.
       final_endpoint: truncate after this endpoint (`conv1` ... `pool5`; only
         with include_top=False).
       dropout_rate: dropout after `fc6` and `fc7` (the paper's 0.5).
@@ -145,18 +148,22 @@ vgg16.__doc__ = "Instantiates VGG16 (Simonyan & Zisserman, ICLR 2015; configurat
 vgg19.__doc__ = "Instantiates VGG19 (Simonyan & Zisserman, ICLR 2015; configuration E) with slim's endpoints.\n" + \
     _ARGS_DOC
 
-# (registered name, builder, keras.applications' MD5s with and without the top, params, MACs, published top-1)
+# (registered name, builder, keras.applications' MD5s with and without the top, params, MACs, published top-1,
+#  slim's checkpoint and its top-1)
 _VARIANTS = (
     ("vgg16", vgg16, "64373286793e3c8b2b4e3219cbf3544b", "6d6bbae143d832006294945121d1f1fc", 138_357_544,
-     15_470_264_320, 71.3),
+     15_470_264_320, 71.3, "vgg_16", 71.5),
     ("vgg19", vgg19, "cbe5617147190e668d6c5d5026f83318", "253f8cb515780f3b799900260a226db6", 143_667_240,
-     19_632_062_464, 71.3),
+     19_632_062_464, 71.3, "vgg_19", 71.1),
 )
-for _name, _builder, _top_md5, _notop_md5, _params, _macs, _top1 in _VARIANTS:
+for _name, _builder, _top_md5, _notop_md5, _params, _macs, _top1, _slim, _slim_top1 in _VARIANTS:
     registry.register(registry.ModelConfig(
         name=_name, builder=_builder, family="vgg", paper="https://arxiv.org/abs/1409.1556",
         default_size=DEFAULT_SIZE, min_size=MIN_SIZE, features=_features(),
         params=_params, macs=_macs, preprocessing="caffe",
         weights=(registry.keras_applications_weights(
             f"vgg{_name[3:]}/{_name}", _top_md5, _notop_md5, preprocessing="caffe", input_size=DEFAULT_SIZE,
-            top1=_top1),)))
+            top1=_top1),
+            # slim's VGG: 1000 classes (no background) and its own preprocessing, ImageNet's mean in RGB order
+            registry.slim_weights(f"{_slim}_2016_08_28.tar.gz", f"{_slim}.ckpt", input_size=DEFAULT_SIZE,
+                                  top1=_slim_top1, tag="imagenet_slim", classes=1000, preprocessing="rgb_mean"))))
