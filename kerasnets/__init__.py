@@ -28,7 +28,8 @@ _NAMES = {
     "preprocess_input": "imagenet", "decode_predictions": "imagenet",
     "KerasnetsModel": "model", "load_model": "model", "with_precision": "precision",
 }
-_SUBMODULES = ("analysis", "data", "export", "training", "precision", "recipes", "tflite_metadata", "models")
+_SUBMODULES = ("analysis", "data", "export", "training", "precision", "recipes", "tflite_metadata", "models",
+               "segmentation")
 __all__ = [*_NAMES, *_SUBMODULES]
 
 

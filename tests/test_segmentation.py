@@ -1,0 +1,166 @@
+"""FCN, U-Net and DeepLab v3 heads on backbones of several families: shapes, taps, initialisation, input channels."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import kerasnets
+from kerasnets import segmentation
+from weight_files import randomize, rel_max_diff
+
+SHAPE = (64, 96, 3)  # sides multiples of 32, not square: a transposed height and width would show
+
+
+def _images(shape=SHAPE, seed=0):
+    return np.random.default_rng(seed).uniform(-1, 1, (2,) + tuple(shape)).astype("float32")
+
+
+def _input_of(model, layer_name):
+    """The name of the layer feeding `layer_name` (to see which endpoint a head taps)."""
+    return [node.operation.name for node in model.get_layer(layer_name)._inbound_nodes[0].parent_nodes]
+
+
+@pytest.mark.parametrize("head, backbone, kwargs, taps", [
+    (segmentation.fcn, "resnet18", {"skips": 8}, {"score_fr": "block4", "score_16": "block3", "score_8": "block2"}),
+    (segmentation.fcn, "vgg16", {"skips": 16}, {"score_fr": "pool5", "score_16": "conv5"}),
+    (segmentation.fcn, "mobilenet_v1_025", {"skips": 32}, {"score_fr": "Conv2d_13_pointwise"}),
+    (segmentation.unet, "resnet18", {}, {"decoder.stage1.Concat": "block3", "decoder.stage3.Concat": "block1",
+                                        "decoder.stage4.Concat": "conv1"}),
+    (segmentation.unet, "shufflenet_v2_x0_5", {}, {"decoder.stage2.Concat": "Stage2"}),
+    (segmentation.unet, "inception_resnet_v2", {"align_feature_maps": True, "input_shape": (96, 128, 3)},
+     {"decoder.stage1.Concat": "PreAuxLogits"}),
+    (segmentation.deeplab_v3, "mobilenet_v1_025", {}, {"aspp.Branch_0.Conv2d_1x1": "Conv2d_13_pointwise"}),
+    (segmentation.deeplab_v3, "resnet18", {"output_stride": 8}, {"aspp.Branch_0.Conv2d_1x1": "block2"}),
+])
+def test_heads_score_every_pixel_of_the_input_from_the_endpoints_they_tap(head, backbone, kwargs, taps):
+    shape = kwargs.pop("input_shape", SHAPE)
+    model = head(backbone, classes=5, input_shape=shape, **kwargs)
+    assert model.output.shape == (None,) + shape[:2] + (5,)
+    probabilities = np.asarray(model(_images(shape), training=False))
+    assert probabilities.shape == (2,) + shape[:2] + (5,)
+    np.testing.assert_allclose(probabilities.sum(-1), 1.0, rtol=1e-5)
+    for layer_name, endpoint in taps.items():
+        assert endpoint in _input_of(model, layer_name), (layer_name, _input_of(model, layer_name))
+
+
+def test_any_input_size_when_it_is_left_open():
+    model = segmentation.deeplab_v3("mobilenet_v1_025", classes=3, input_shape=(None, None, 3))
+    assert model.output.shape == (None, None, None, 3)
+    for shape in ((64, 96, 3), (128, 64, 3)):
+        assert model(_images(shape), training=False).shape == (2,) + shape[:2] + (3,)
+
+
+def test_deeplab_runs_the_backbone_atrous_where_it_can():
+    """MobileNet v1 takes slim's output_stride: its last depthwise convolutions dilate instead of striding."""
+    model = segmentation.deeplab_v3("mobilenet_v1_025", output_stride=8, classes=3, input_shape=SHAPE)
+    assert model.get_layer("Conv2d_6_depthwise.Conv2D").strides == (1, 1)
+    assert model.get_layer("Conv2d_13_depthwise.Conv2D").dilation_rate == (4, 4)
+    assert model.get_layer("aspp.Branch_3.Conv2d_3x3_rate36").dilation_rate == (36, 36)
+
+
+def test_fcn_upsampling_starts_as_bilinear_resizing():
+    """On a ramp, the transposed convolutions (2x and 8x) give tf.image.resize's bilinear values away from the
+    border, where resize repeats the edge and the convolution sees zeros."""
+    ramp = np.add.outer(np.arange(8.0), 0.5 * np.arange(8.0))[None, :, :, None].astype("float32")
+    for factor in (2, 8):
+        kernel = segmentation.bilinear_kernel(factor, 1)
+        layer = keras.layers.Conv2DTranspose(1, kernel.shape[0], strides=factor, padding="same", use_bias=False)
+        layer.build((None, 8, 8, 1))
+        layer.set_weights([kernel])
+        ours = np.asarray(layer(ramp))[0, factor:-factor, factor:-factor, 0]
+        resized = tf.image.resize(ramp, (8 * factor, 8 * factor), method="bilinear").numpy()
+        np.testing.assert_allclose(ours, resized[0, factor:-factor, factor:-factor, 0], atol=1e-5)
+    fcn = segmentation.fcn("resnet18", skips=8, classes=4, input_shape=SHAPE)
+    np.testing.assert_array_equal(fcn.get_layer("upscore").get_weights()[0], segmentation.bilinear_kernel(8, 4))
+
+
+def test_sizes_the_head_cannot_restore_are_refused_with_the_nearest_valid_one():
+    with pytest.raises(ValueError, match=r"input_shape=\(100, 96, 3\): unet on resnet18 needs sides that are "
+                                         r"multiples of 32; the nearest valid input is \(96, 96, 3\)"):
+        segmentation.unet("resnet18", input_shape=(100, 96, 3))
+    with pytest.raises(ValueError, match=r"multiples of 16; the nearest valid input is \(64, 112, 3\)"):
+        segmentation.deeplab_v3("resnet18", input_shape=(64, 108, 3))
+    with pytest.raises(ValueError, match=r"skips must be one of \(8, 16, 32\) .* got skips=4"):
+        segmentation.fcn("resnet18", skips=4)
+    with pytest.raises(ValueError, match="output_stride must be 16 or 8, got output_stride=32"):
+        segmentation.deeplab_v3("resnet18", output_stride=32)
+    with pytest.raises(ValueError, match=r"decoder_filters must be five positive integers"):
+        segmentation.unet("resnet18", decoder_filters=(64, 32))
+    with pytest.raises(ValueError, match="classes must be a positive integer, got classes=0"):
+        segmentation.fcn("resnet18", classes=0)
+
+
+def test_valid_padding_that_misaligns_the_taps_is_refused_not_cropped():
+    with pytest.raises(ValueError, match=r"endpoint 'Conv2d_7b_1x1' is \(1, 2\) for a \(96, 128\) input, not input / "
+                                         r"32 = \(3, 4\) \(valid padding\); .* align_feature_maps=True"):
+        segmentation.unet("inception_resnet_v2", input_shape=(96, 128, 3))
+
+
+@pytest.fixture(scope="module")
+def rgb_backbone(tmp_path_factory):
+    """resnet18 without its top, random weights, saved as a Keras weights file."""
+    model = randomize(kerasnets.resnet18(include_top=False, input_shape=(64, 64, 3)), seed=1)
+    path = str(tmp_path_factory.mktemp("backbone") / "resnet18.weights.h5")
+    model.save_weights(path)
+    return model, path
+
+
+@pytest.mark.parametrize("channels", [1, 6])
+def test_pretrained_backbone_takes_other_channel_counts(rgb_backbone, channels):
+    """The adapted first convolution (summed for 1 channel, repeated and scaled by 3/C) gives the RGB network's
+    features for a gray image (1 channel) and for RGB repeated (6); every other weight is the file's."""
+    reference, path = rgb_backbone
+    model = segmentation.unet("resnet18", classes=2, backbone_weights=path, input_shape=(64, 64, channels))
+    rgb = np.random.default_rng(2).uniform(-1, 1, (2, 64, 64, 3)).astype("float32")
+    if channels == 1:
+        rgb = np.repeat(rgb[..., :1], 3, axis=-1)
+    images = rgb[..., :1] if channels == 1 else np.concatenate([rgb, rgb], axis=-1)
+    features = keras.Model(model.input, model.get_layer("block4").output)
+    assert rel_max_diff(features(images, training=False), reference(rgb, training=False)) <= 1e-5
+    np.testing.assert_array_equal(model.get_layer("block4.unit_2.basic.conv2").get_weights()[0],
+                                  reference.get_layer("block4.unit_2.basic.conv2").get_weights()[0])
+
+
+def test_four_channels_follow_timms_rule_and_a_first_layer_that_cannot_adapt_is_named(rgb_backbone):
+    _, path = rgb_backbone
+    model = segmentation.fcn("resnet18", classes=2, backbone_weights=path, input_shape=(64, 64, 4))
+    rgb_kernel = rgb_backbone[0].get_layer("conv1.Conv2D").get_weights()[0]
+    expected = np.concatenate([rgb_kernel, rgb_kernel[:, :, :1]], axis=2) * 3 / 4
+    np.testing.assert_allclose(model.get_layer("conv1.Conv2D").get_weights()[0], expected, rtol=1e-6)
+    with pytest.raises(ValueError, match=r"backbone='inception_v2' starts with a SeparableConv2D"):
+        segmentation.unet("inception_v2", backbone_weights=path, input_shape=(64, 64, 1))
+
+
+def test_a_frozen_backbone_keeps_its_weights_and_the_head_trains():
+    model = segmentation.unet("mobilenet_v1_025", classes=2, input_shape=(32, 32, 3), freeze_backbone=True)
+    frozen = {layer.name for layer in model.layers if layer.weights and not layer.trainable}
+    assert "Conv2d_0.Conv2D" in frozen and "Conv2d_13_pointwise.BatchNorm" in frozen
+    assert not any(name.startswith(("decoder", "Logits")) for name in frozen)
+    before = model.get_layer("Conv2d_0.Conv2D").get_weights()[0].copy()
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(_images((32, 32, 3)), np.zeros((2, 32, 32), "int32"), epochs=1, verbose=0)
+    np.testing.assert_array_equal(model.get_layer("Conv2d_0.Conv2D").get_weights()[0], before)
+
+
+def test_a_built_backbone_is_used_as_it_is():
+    backbone = kerasnets.resnet18(include_top=False, input_shape=(64, 64, 3))
+    model = segmentation.fcn(backbone, classes=3)
+    assert model.get_layer("conv1.Conv2D") is backbone.get_layer("conv1.Conv2D")
+    with pytest.raises(ValueError, match="backbone is a built model"):
+        segmentation.fcn(backbone, backbone_weights="imagenet")
+    with pytest.raises(TypeError, match="backbone must be a registered model name or a keras.Model, got backbone=3"):
+        segmentation.fcn(3)
+
+
+def test_readmes_example_runs_as_written():
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md"), encoding="utf8").read()
+    section = readme[readme.index("### Segmentation"):]
+    code = section[section.index("```python\n") + len("```python\n"):section.index("```\n", 10)]
+    found = {}
+    exec(code, found)
+    assert found["unet"].output.shape == (None, 256, 256, 11)
+    assert found["fcn8s"].output.shape == (None, None, None, 21) and found["fcn8s"].name == "fcn8s_VGG16"
+    assert found["deeplab"](np.zeros((1, 64, 96, 4), "float32")).shape == (1, 64, 96, 2)
