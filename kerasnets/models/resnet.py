@@ -79,11 +79,29 @@ def _projects(kind, stage, unit):
     return unit == 1 and (kind != "basic" or stage > 1)
 
 
+def _schedule(kind, units, output_stride):
+    """(stride, dilation) of every unit, stage by stage. Once the grid is `output_stride` times smaller than the
+    input, a unit that would stride keeps it and the 3x3 convolutions dilate from then on (slim's
+    `resnet_utils.stack_blocks_dense`)."""
+    current, rate, schedule = 4, 1, []  # conv1 and pool1 reduce by 4
+    for stage, count in enumerate(units, start=1):
+        schedule.append([])
+        for unit in range(1, count + 1):
+            stride = _stride(kind, stage, unit, count)
+            if output_stride is not None and current == output_stride:
+                schedule[-1].append((1, rate))
+                rate *= stride
+            else:
+                schedule[-1].append((stride, 1))
+                current *= stride
+    return schedule
+
+
 def unit_scope(kind, stage, unit):
     return f"block{stage}.unit_{unit}.{kind}"
 
 
-def _body(x, net, arch):
+def _body(x, net, arch, output_stride=None):
     kind, units = ARCHITECTURES[arch]
     settings = CONV_SETTINGS.with_initializer(net.initializer)
     # conv1: 7x7/2, 64 (v2: a plain convolution, normalised by the first unit's preact).
@@ -95,12 +113,14 @@ def _body(x, net, arch):
     yield "conv1", x
     x = blocks.padded_max_pool(x, "pool1")
     yield "pool1", x
+    schedule = _schedule(kind, units, output_stride)
     for stage, (filters, count) in enumerate(zip(STAGE_FILTERS, units), start=1):
         for unit in range(1, count + 1):
             scope = unit_scope(kind, stage, unit)
             output_name = f"block{stage}" if unit == count else scope
-            x = residual.UNITS[kind](x, scope, filters, _stride(kind, stage, unit, count),
-                                     _projects(kind, stage, unit), output_name, settings)
+            stride, dilation = schedule[stage - 1][unit - 1]
+            x = residual.UNITS[kind](x, scope, filters, stride, _projects(kind, stage, unit), output_name, settings,
+                                     dilation=dilation)
         yield f"block{stage}", x
     if kind == "bottleneck_v2":
         x = blocks.activation(blocks.batch_norm(x, "postnorm.BatchNorm", settings), "postnorm", settings)
@@ -108,9 +128,12 @@ def _body(x, net, arch):
 
 
 def _resnet(arch, include_top, weights, input_tensor, input_shape, pooling, classes, classifier_activation, name,
-            final_endpoint):
+            final_endpoint, output_stride):
+    if output_stride not in (None, 8, 16, 32):
+        raise ValueError(f"output_stride must be None, 8, 16 or 32, got output_stride={output_stride!r}")
     return build.build_model(
-        arch, functools.partial(_body, arch=arch), include_top=include_top, weights=weights,
+        arch, functools.partial(_body, arch=arch, output_stride=output_stride), include_top=include_top,
+        weights=weights,
         input_tensor=input_tensor, input_shape=input_shape, pooling=pooling, classes=classes,
         classifier_activation=classifier_activation, name=name,
         final_endpoint=final_endpoint, initializer=CONV_SETTINGS.initializer)
@@ -129,9 +152,9 @@ def _make_builder(arch):
     kind = ARCHITECTURES[arch][0]
 
     def builder(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None, classes=1000,
-                classifier_activation="softmax", name=DISPLAY_NAMES[arch], final_endpoint=None):
+                classifier_activation="softmax", name=DISPLAY_NAMES[arch], final_endpoint=None, output_stride=None):
         return _resnet(arch, include_top, weights, input_tensor, input_shape, pooling, classes,
-                       classifier_activation, name, final_endpoint)
+                       classifier_activation, name, final_endpoint, output_stride)
 
     builder.__name__ = builder.__qualname__ = arch
     builder.__doc__ = f"""Instantiates {DISPLAY_NAMES[arch]} ({CITATIONS[kind]}; {kind.replace("_", " ")} units).
@@ -142,7 +165,10 @@ def _make_builder(arch):
     `input_tensor`, `input_shape` (at least 32x32, default 224x224x3),
     `pooling`, `classes`, `classifier_activation`, `name`; `final_endpoint`
     (one of {[f.endpoint for f in _features(kind)]}) truncates the network
-    (with include_top=False).
+    (with include_top=False); `output_stride` (None: 32; 16 or 8) keeps the
+    grid that much finer by dilating the later 3x3 convolutions instead of
+    striding (atrous, as slim's ResNets for dense prediction; the weights are
+    the same).
     """
     return builder
 
