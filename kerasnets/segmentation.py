@@ -116,14 +116,15 @@ def _output(x, activation):
 
 
 def _freeze(backbone, freeze):
-    build.check_flag("freeze_backbone", freeze)
     if freeze:
         backbone.trainable = False
 
 
-def _check_classes(classes):
+def _check_common(classes, freeze_backbone):
+    """The arguments every head takes, checked before anything is built."""
     if isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
         raise ValueError(f"classes must be a positive integer, got classes={classes!r}")
+    build.check_flag("freeze_backbone", freeze_backbone)
 
 
 # ---- FCN --------------------------------------------------------------------------------------------------------
@@ -172,7 +173,7 @@ def fcn(backbone="vgg16", skips=8, classes=21, backbone_weights=None, input_shap
     """
     if skips not in FCN_SKIPS:
         raise ValueError(f"skips must be one of {FCN_SKIPS} (FCN-8s, -16s, -32s), got skips={skips!r}")
-    _check_classes(classes)
+    _check_common(classes, freeze_backbone)
     _check_shape(input_shape, 32, "fcn", getattr(backbone, "name", backbone))
     net = build_backbone(backbone, backbone_weights, input_shape, **backbone_args)
     _freeze(net, freeze_backbone)
@@ -207,7 +208,7 @@ def unet(backbone="resnet18", classes=21, decoder_filters=UNET_DECODER_FILTERS, 
 
     Args: as `fcn`, plus `decoder_filters`: five channel counts, coarse to fine.
     """
-    _check_classes(classes)
+    _check_common(classes, freeze_backbone)
     if len(decoder_filters) != 5 or any(isinstance(f, bool) or not isinstance(f, int) or f < 1
                                         for f in decoder_filters):
         raise ValueError(f"decoder_filters must be five positive integers (one per 2x upsampling from reduction 32), "
@@ -254,7 +255,8 @@ def deeplab_v3(backbone="resnet50", output_stride=16, classes=21, backbone_weigh
     """
     if output_stride not in ASPP_RATES:
         raise ValueError(f"output_stride must be 16 or 8, got output_stride={output_stride!r}")
-    _check_classes(classes)
+    build.check_number("dropout_rate", dropout_rate, high=1, low_inclusive=True)
+    _check_common(classes, freeze_backbone)
     _check_shape(input_shape, output_stride, "deeplab_v3", getattr(backbone, "name", backbone))
     if isinstance(backbone, str) and output_stride in ATROUS_BACKBONES.get(registry.get_config(backbone).family, ()):
         backbone_args.setdefault("output_stride", output_stride)
@@ -268,9 +270,9 @@ def deeplab_v3(backbone="resnet50", output_stride=16, classes=21, backbone_weigh
                                              dilation_rate=rate))
     pooled = keras.layers.GlobalAveragePooling2D(keepdims=True, name="aspp.ImagePooling.Pool")(x)
     pooled = blocks.conv_norm_act(pooled, ASPP_FILTERS, 1, "aspp.ImagePooling.Conv2d_1x1", settings)
-    # Broadcast the 1x1 map over the grid: a frozen zero 1x1 convolution gives ones of the grid's size at any size.
-    ones = keras.layers.Conv2D(1, 1, kernel_initializer="zeros", bias_initializer="ones", trainable=False,
-                               name="aspp.ImagePooling.Grid")(x)
+    # Broadcast the 1x1 map over the grid at any input size: ones shaped like a branch (a Rescaling by 0 plus 1,
+    # which has no weights that could train away from it) times the pooled map.
+    ones = keras.layers.Rescaling(0.0, offset=1.0, name="aspp.ImagePooling.Grid")(branches[0])
     branches.append(keras.layers.Multiply(name="aspp.ImagePooling.Broadcast")([ones, pooled]))
     x = keras.layers.Concatenate(name="aspp.Concat")(branches)
     x = blocks.conv_norm_act(x, ASPP_FILTERS, 1, "aspp.Project", settings, output_name="aspp")

@@ -51,8 +51,13 @@ def test_heads_score_every_pixel_of_the_input_from_the_endpoints_they_tap(head, 
 def test_any_input_size_when_it_is_left_open():
     model = segmentation.deeplab_v3("mobilenet_v1_025", classes=3, input_shape=(None, None, 3))
     assert model.output.shape == (None, None, None, 3)
+    probe = keras.Model(model.input, [model.get_layer("aspp.ImagePooling.Broadcast").output,
+                                      model.get_layer("aspp.ImagePooling.Conv2d_1x1.Relu").output])
     for shape in ((64, 96, 3), (128, 64, 3)):
         assert model(_images(shape), training=False).shape == (2,) + shape[:2] + (3,)
+        grid, pooled = (np.asarray(t) for t in probe(_images(shape), training=False))
+        assert grid.shape[1:3] == (shape[0] // 16, shape[1] // 16) and pooled.shape[1:3] == (1, 1)
+        np.testing.assert_array_equal(grid, np.broadcast_to(pooled, grid.shape))  # image pooling, spread over the grid
 
 
 def test_deeplab_runs_the_backbone_atrous_where_it_can():
@@ -115,6 +120,10 @@ def test_sizes_the_head_cannot_restore_are_refused_with_the_nearest_valid_one():
         segmentation.unet("resnet18", decoder_filters=(64, 32))
     with pytest.raises(ValueError, match="classes must be a positive integer, got classes=0"):
         segmentation.fcn("resnet18", classes=0)
+    with pytest.raises(TypeError, match="freeze_backbone must be True or False, got freeze_backbone='yes'"):
+        segmentation.unet("resnet18", freeze_backbone="yes")
+    with pytest.raises(ValueError, match="dropout_rate must be a number >= 0 and < 1, got dropout_rate=1.5"):
+        segmentation.deeplab_v3("resnet18", dropout_rate=1.5)
 
 
 def test_valid_padding_that_misaligns_the_taps_is_refused_not_cropped():
