@@ -36,7 +36,7 @@ ASPP_RATES = {16: (6, 12, 18), 8: (12, 24, 36)}  # Chen et al. 2017, section 3.3
 ASPP_FILTERS = 256
 # Backbone families with slim's `output_stride` (later layers atrous) and the strides DeepLab passes them;
 # Inception-ResNet v2 is at 16 by default (its PreAuxLogits).
-ATROUS_BACKBONES = {"resnet": (8, 16), "mobilenet_v1": (8, 16), "inception_resnet_v2": (8,)}
+ATROUS_BACKBONES = {"resnet": (8, 16), "xception": (8, 16), "mobilenet_v1": (8, 16), "inception_resnet_v2": (8,)}
 
 
 # ---- the backbone ---------------------------------------------------------------------------------------------
@@ -246,9 +246,10 @@ def deeplab_v3(backbone="resnet50", output_stride=16, classes=21, backbone_weigh
     (12, 24, 36 at output stride 8) and image pooling (global average, 1x1,
     broadcast back), each with batch norm and ReLU, concatenated and fused by
     a 1x1 convolution; then 1x1 class scores, upsampled bilinearly to the
-    input. A backbone with an `output_stride` option (ResNet, MobileNet v1,
-    Inception-ResNet v2) is built with it, so its later layers run atrous;
-    on others the head taps the deepest endpoint at that reduction.
+    input. A backbone with an `output_stride` option (ResNet, Xception,
+    MobileNet v1, Inception-ResNet v2) is built with it, so its later layers
+    run atrous; on others the head taps the deepest endpoint at that
+    reduction.
 
     Args: as `fcn`, plus `output_stride` (16 or 8) and `dropout_rate` (before
     the scores).

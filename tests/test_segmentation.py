@@ -35,7 +35,7 @@ def _input_of(model, layer_name):
     (segmentation.deeplab_v3, "mobilenet_v1_025", {}, {"aspp.Branch_0.Conv2d_1x1": "Conv2d_13_pointwise"}),
     (segmentation.deeplab_v3, "resnet18", {"output_stride": 8}, {"aspp.Branch_0.Conv2d_1x1": "block4"}),
     (segmentation.deeplab_v3, "xception", {"input_shape": (96, 128, 3)},
-     {"aspp.Branch_0.Conv2d_1x1": "MiddleFlow_Block8"}),
+     {"aspp.Branch_0.Conv2d_1x1": "ExitFlow"}),
 ])
 def test_heads_score_every_pixel_of_the_input_from_the_endpoints_they_tap(head, backbone, kwargs, taps):
     shape = kwargs.pop("input_shape", SHAPE)
@@ -61,7 +61,8 @@ def test_any_input_size_when_it_is_left_open():
 
 
 def test_deeplab_runs_the_backbone_atrous_where_it_can():
-    """MobileNet v1 and ResNet take slim's output_stride: their later convolutions dilate instead of striding."""
+    """MobileNet v1, ResNet and Xception take an output_stride: their later convolutions dilate instead of
+    striding."""
     model = segmentation.deeplab_v3("mobilenet_v1_025", output_stride=8, classes=3, input_shape=SHAPE)
     assert model.get_layer("Conv2d_6_depthwise.Conv2D").strides == (1, 1)
     assert model.get_layer("Conv2d_13_depthwise.Conv2D").dilation_rate == (4, 4)
@@ -69,22 +70,28 @@ def test_deeplab_runs_the_backbone_atrous_where_it_can():
     model = segmentation.deeplab_v3("resnet50", classes=3, input_shape=SHAPE)
     assert model.get_layer("block4.unit_1.bottleneck_v1.conv1").strides == (1, 1)
     assert [model.get_layer(f"block4.unit_{u}.bottleneck_v1.conv2").dilation_rate for u in (1, 2)] == [(1, 1), (2, 2)]
+    model = segmentation.deeplab_v3("xception", classes=3, input_shape=(96, 128, 3))
+    assert model.get_layer("ExitFlow_Block1.MaxPool").strides == (1, 1)
+    assert model.get_layer("ExitFlow_Block1.SeparableConv2d_2").dilation_rate == (1, 1)
+    assert model.get_layer("ExitFlow.SeparableConv2d_1").dilation_rate == (2, 2)
+    assert model.get_layer("ExitFlow").output.shape[1:3] == (6, 8)
 
 
-@pytest.mark.parametrize("arch, output_stride, reductions", [
-    ("resnet18", 8, {"block2": 8, "block3": 8, "block4": 8}),
-    ("resnet50_v2", 16, {"block2": 16, "block3": 16, "block4": 16}),
+@pytest.mark.parametrize("arch, size, output_stride, grids", [
+    ("resnet18", 64, 8, {"block2": (8, 8), "block3": (8, 8), "block4": (8, 8)}),
+    ("resnet50_v2", 64, 16, {"block2": (16, 4), "block3": (16, 4), "block4": (16, 4)}),
+    ("xception", 96, 16, {"EntryFlow_Block4": (16, 6), "ExitFlow_Block1": (16, 6), "ExitFlow": (16, 6)}),
 ])
-def test_atrous_resnet_keeps_the_grid_and_the_weights(arch, output_stride, reductions, tmp_path):
+def test_atrous_backbones_keep_the_grid_and_the_weights(arch, size, output_stride, grids, tmp_path):
     """The same weights as the plain network (a file of one loads into the other); the grid stops shrinking at
-    `output_stride` and every later map has the input's size over it."""
-    plain = randomize(kerasnets.create_model(arch, include_top=False, input_shape=(64, 64, 3)), seed=4)
+    `output_stride`: {endpoint: (reduction, side of its map)}."""
+    shape = (size, size, 3)
+    plain = randomize(kerasnets.create_model(arch, include_top=False, input_shape=shape), seed=4)
     plain.save_weights(str(tmp_path / "plain.weights.h5"))
-    atrous = kerasnets.create_model(arch, include_top=False, input_shape=(64, 64, 3), output_stride=output_stride,
+    atrous = kerasnets.create_model(arch, include_top=False, input_shape=shape, output_stride=output_stride,
                                     weights=str(tmp_path / "plain.weights.h5"))
     found = kerasnets.features.reductions(atrous)
-    assert {e: found[e] for e in reductions} == reductions
-    assert all(atrous.get_layer(e).output.shape[1] == 64 // r for e, r in reductions.items())
+    assert {e: (found[e], atrous.get_layer(e).output.shape[1]) for e in grids} == grids
     assert atrous.count_params() == plain.count_params()
     with pytest.raises(ValueError, match="output_stride must be None, 8, 16 or 32, got output_stride=4"):
         kerasnets.create_model(arch, output_stride=4)

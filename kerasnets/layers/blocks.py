@@ -69,11 +69,11 @@ def conv_norm_act(x, filters, kernel, scope, settings, strides=1, padding="same"
     return activation(x, output_name or f"{scope}.Relu", settings)
 
 
-def activated_separable_conv_norm(x, filters, scope, settings, pre_activation=True, kernel=3):
+def activated_separable_conv_norm(x, filters, scope, settings, pre_activation=True, kernel=3, dilation_rate=1):
     """Xception's unit: (activation,) depthwise separable convolution, batch norm."""
     if pre_activation:
         x = activation(x, f"{scope}.Relu", settings)
-    x = keras.layers.SeparableConv2D(filters, kernel, padding="same", use_bias=False,
+    x = keras.layers.SeparableConv2D(filters, kernel, padding="same", use_bias=False, dilation_rate=dilation_rate,
                                      depthwise_initializer=settings.initializer,
                                      pointwise_initializer=settings.initializer, name=scope)(x)
     return batch_norm(x, f"{scope}.BatchNorm", settings)

@@ -17,6 +17,7 @@ except right after the stem).
 """
 
 import collections
+import functools
 
 import keras
 
@@ -50,37 +51,55 @@ def separable_blocks():
     return tuple((b.name, len(b.filters)) for b in BLOCKS) + (("ExitFlow", len(EXIT_FLOW_CONVS)),)
 
 
-def _block(x, block, settings):
+def _block(x, block, settings, strides, dilation):
     shortcut = x
     if block.strided:
-        shortcut = blocks.conv(x, block.filters[-1], 1, f"{block.name}.Shortcut", settings, strides=2)
+        shortcut = blocks.conv(x, block.filters[-1], 1, f"{block.name}.Shortcut", settings, strides=strides)
         shortcut = blocks.batch_norm(shortcut, f"{block.name}.Shortcut.BatchNorm", settings)
     for j, filters in enumerate(block.filters, start=1):
         x = blocks.activated_separable_conv_norm(x, filters, f"{block.name}.SeparableConv2d_{j}", settings,
-                                                 pre_activation=block.first_relu or j > 1)
+                                                 pre_activation=block.first_relu or j > 1, dilation_rate=dilation)
     if block.strided:
-        x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name=f"{block.name}.MaxPool")(x)
+        x = keras.layers.MaxPooling2D(3, strides=strides, padding="same", name=f"{block.name}.MaxPool")(x)
     return keras.layers.Add(name=block.name)([x, shortcut])
 
 
-def _body(x, net):
+def _schedule(output_stride):
+    """(stride, dilation) of each block, then the exit flow's dilation: once the grid is `output_stride` times
+    smaller than the input, a strided block keeps it (stride-1 shortcut and pooling) and the separable
+    convolutions from there on dilate, as slim's atrous networks do."""
+    current, rate, schedule = STEM[0][2], 1, []
+    for block in BLOCKS:
+        stride = 2 if block.strided else 1
+        if output_stride is not None and current == output_stride:
+            schedule.append((1, rate))
+            rate *= stride
+        else:
+            schedule.append((stride, 1))
+            current *= stride
+    return schedule, rate
+
+
+def _body(x, net, output_stride=None):
     settings = CONV_SETTINGS.with_initializer(net.initializer)
     for j, (scope, filters, strides) in enumerate(STEM, start=1):
         x = blocks.conv_norm_act(x, filters, 3, scope, settings, strides=strides, padding="valid",
                                  output_name="EntryFlow_Block1" if j == len(STEM) else None)
     yield "EntryFlow_Block1", x
-    for block in BLOCKS:
-        x = _block(x, block, settings)
+    schedule, exit_dilation = _schedule(output_stride)
+    for block, (strides, dilation) in zip(BLOCKS, schedule):
+        x = _block(x, block, settings, strides, dilation)
         yield block.name, x
     for j, filters in enumerate(EXIT_FLOW_CONVS, start=1):
         scope = f"ExitFlow.SeparableConv2d_{j}"
-        x = blocks.activated_separable_conv_norm(x, filters, scope, settings, pre_activation=False)
+        x = blocks.activated_separable_conv_norm(x, filters, scope, settings, pre_activation=False,
+                                                 dilation_rate=exit_dilation)
         x = blocks.activation(x, "ExitFlow" if j == len(EXIT_FLOW_CONVS) else f"{scope}.Relu", settings)
     yield "ExitFlow", x
 
 
 def xception(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None, classes=1000,
-             classifier_activation="softmax", name="Xception", final_endpoint="ExitFlow"):
+             classifier_activation="softmax", name="Xception", final_endpoint="ExitFlow", output_stride=None):
     """Instantiates Xception (Chollet, CVPR 2017).
 
     Args follow keras.applications: `include_top`, `weights` (None,
@@ -88,10 +107,15 @@ def xception(include_top=True, weights=None, input_tensor=None, input_shape=None
     `.weights.h5`/`.keras` file from kerasnets), `input_tensor`,
     `input_shape` (at least 71x71, default 299x299x3), `pooling`, `classes`,
     `classifier_activation`, `name`; `final_endpoint` truncates after that
-    endpoint (with include_top=False).
+    endpoint (with include_top=False); `output_stride` (None: 32; 16 or 8)
+    keeps the grid that much finer: the later strided blocks keep it and the
+    separable convolutions after them dilate (atrous, for dense prediction;
+    the weights are the same).
     """
+    if output_stride not in (None, 8, 16, 32):
+        raise ValueError(f"output_stride must be None, 8, 16 or 32, got output_stride={output_stride!r}")
     return build.build_model(
-        "xception", _body, include_top=include_top, weights=weights, input_tensor=input_tensor, input_shape=input_shape,
+        "xception", functools.partial(_body, output_stride=output_stride), include_top=include_top, weights=weights, input_tensor=input_tensor, input_shape=input_shape,
         pooling=pooling, classes=classes, classifier_activation=classifier_activation, name=name,
         final_endpoint=final_endpoint, initializer=CONV_SETTINGS.initializer)
 
