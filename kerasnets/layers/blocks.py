@@ -48,6 +48,21 @@ def depthwise_conv(x, kernel, name, settings, strides=1, dilation_rate=1, depth_
                                         depthwise_initializer=settings.initializer, name=name)(x)
 
 
+def atrous_schedule(reduction, strides, output_stride):
+    """For a network's successive `strides`, starting at `reduction`: `([(stride, dilation), ...], dilation after
+    the last)`. Once the grid is `output_stride` times smaller than the input, a layer that would stride keeps
+    it and the layers from there on dilate by the strides skipped (slim's `resnet_utils.stack_blocks_dense`)."""
+    rate, schedule = 1, []
+    for stride in strides:
+        if output_stride is not None and reduction == output_stride:
+            schedule.append((1, rate))
+            rate *= stride
+        else:
+            schedule.append((stride, 1))
+            reduction *= stride
+    return schedule, rate
+
+
 def batch_norm(x, name, settings):
     return keras.layers.BatchNormalization(epsilon=settings.batch_norm_epsilon, momentum=settings.batch_norm_momentum,
                                            scale=settings.batch_norm_scale, name=name)(x)

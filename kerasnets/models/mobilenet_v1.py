@@ -42,26 +42,14 @@ def _depth(filters, alpha):
     return max(int(filters * alpha), MIN_DEPTH)
 
 
-def _schedule(output_stride):
-    """(stride, dilation) of each depthwise convolution: past `output_stride`, slim strides 1 and dilates."""
-    current, rate, schedule = FIRST_CONV[1], 1, []
-    for stride, _ in SEPARABLE:
-        if output_stride is not None and current == output_stride:
-            schedule.append((1, rate))
-            rate *= stride
-        else:
-            schedule.append((stride, 1))
-            current *= stride
-    return schedule
-
-
 def _body(x, net, alpha, depth_multiplier, output_stride):
     settings = CONV_SETTINGS.with_initializer(net.initializer)
     name, stride, filters = FIRST_CONV
     x = blocks.conv_norm_act(x, _depth(filters, alpha), 3, name, settings, strides=stride, conv_name=f"{name}.Conv2D",
                              output_name=name)
     yield name, x
-    for i, ((_, filters), (stride, dilation)) in enumerate(zip(SEPARABLE, _schedule(output_stride)), start=1):
+    schedule, _ = blocks.atrous_schedule(stride, [s for s, _ in SEPARABLE], output_stride)
+    for i, ((_, filters), (stride, dilation)) in enumerate(zip(SEPARABLE, schedule), start=1):
         scope = f"Conv2d_{i}_depthwise"
         x = blocks.depthwise_conv(x, 3, f"{scope}.Conv2D", settings, strides=stride, dilation_rate=dilation,
                                   depth_multiplier=depth_multiplier)

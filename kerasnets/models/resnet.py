@@ -80,21 +80,11 @@ def _projects(kind, stage, unit):
 
 
 def _schedule(kind, units, output_stride):
-    """(stride, dilation) of every unit, stage by stage. Once the grid is `output_stride` times smaller than the
-    input, a unit that would stride keeps it and the 3x3 convolutions dilate from then on (slim's
-    `resnet_utils.stack_blocks_dense`)."""
-    current, rate, schedule = 4, 1, []  # conv1 and pool1 reduce by 4
-    for stage, count in enumerate(units, start=1):
-        schedule.append([])
-        for unit in range(1, count + 1):
-            stride = _stride(kind, stage, unit, count)
-            if output_stride is not None and current == output_stride:
-                schedule[-1].append((1, rate))
-                rate *= stride
-            else:
-                schedule[-1].append((stride, 1))
-                current *= stride
-    return schedule
+    """(stride, dilation) of every unit, stage by stage (`blocks.atrous_schedule` from pool1's reduction 4)."""
+    strides = [_stride(kind, stage, unit, count) for stage, count in enumerate(units, start=1)
+               for unit in range(1, count + 1)]
+    flat, _ = blocks.atrous_schedule(4, strides, output_stride)
+    return [flat[sum(units[:stage]):sum(units[:stage + 1])] for stage in range(len(units))]
 
 
 def unit_scope(kind, stage, unit):

@@ -64,29 +64,15 @@ def _block(x, block, settings, strides, dilation):
     return keras.layers.Add(name=block.name)([x, shortcut])
 
 
-def _schedule(output_stride):
-    """(stride, dilation) of each block, then the exit flow's dilation: once the grid is `output_stride` times
-    smaller than the input, a strided block keeps it (stride-1 shortcut and pooling) and the separable
-    convolutions from there on dilate, as slim's atrous networks do."""
-    current, rate, schedule = STEM[0][2], 1, []
-    for block in BLOCKS:
-        stride = 2 if block.strided else 1
-        if output_stride is not None and current == output_stride:
-            schedule.append((1, rate))
-            rate *= stride
-        else:
-            schedule.append((stride, 1))
-            current *= stride
-    return schedule, rate
-
-
 def _body(x, net, output_stride=None):
     settings = CONV_SETTINGS.with_initializer(net.initializer)
     for j, (scope, filters, strides) in enumerate(STEM, start=1):
         x = blocks.conv_norm_act(x, filters, 3, scope, settings, strides=strides, padding="valid",
                                  output_name="EntryFlow_Block1" if j == len(STEM) else None)
     yield "EntryFlow_Block1", x
-    schedule, exit_dilation = _schedule(output_stride)
+    # Once the grid is output_stride times smaller, strided blocks keep it and the convolutions dilate.
+    schedule, exit_dilation = blocks.atrous_schedule(STEM[0][2], [2 if b.strided else 1 for b in BLOCKS],
+                                                     output_stride)
     for block, (strides, dilation) in zip(BLOCKS, schedule):
         x = _block(x, block, settings, strides, dilation)
         yield block.name, x
