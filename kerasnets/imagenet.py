@@ -10,10 +10,12 @@ def preprocess_input(x, data_format=None, model="inception_v3", weights=None):
     of keras.applications' modes it uses) and `weights=` for one of its
     published sets that differs (slim's VGG: `"imagenet_slim"`, "rgb_mean").
     """
-    from kerasnets import registry
+    from kerasnets import build, registry
     from kerasnets.layers.preprocessing import preprocess_input as normalise
 
-    return normalise(x, registry.get_config(model).preprocessing_for(weights), data_format=data_format)
+    config = registry.get_config(model)
+    build.check_weights_argument(weights, config)  # a misspelt tag is an error, not another normalisation
+    return normalise(x, config.preprocessing_for(weights), data_format=data_format)
 
 
 def decode_predictions(preds, top=5):

@@ -15,6 +15,7 @@ import dataclasses
 import difflib
 import fnmatch
 import importlib
+import os
 from typing import Callable, Optional, Tuple
 
 from kerasnets.features import FeatureInfo
@@ -112,10 +113,15 @@ class ModelConfig:
         return entry
 
     def preprocessing_for(self, weights=None):
-        """The normalisation published weights `weights` expect (slim's VGG differs from keras.applications');
-        the model's own for anything else."""
+        """The normalisation `weights` expect: a published set's own (slim's VGG differs from keras.applications');
+        for a TF checkpoint given by path, that of the published slim set (the layout it is written in); the
+        model's own for anything else."""
         if isinstance(weights, str) and weights in self.weight_tags:
             return self.pretrained(weights).preprocessing
+        if isinstance(weights, (str, os.PathLike)):
+            path = os.fspath(weights)
+            if os.path.exists(path + ".index") or os.path.isdir(path):  # how weights.resolve tells a checkpoint
+                return next((w.preprocessing for w in self.weights if w.layout == "slim"), self.preprocessing)
         return self.preprocessing
 
     def preprocess(self, x, weights=None):

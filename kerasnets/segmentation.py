@@ -42,7 +42,12 @@ ATROUS_BACKBONES = {"resnet": (8, 16), "xception": (8, 16), "mobilenet_v1": (8, 
 # ---- the backbone ---------------------------------------------------------------------------------------------
 
 
-def _check_shape(input_shape, multiple, head, backbone_name):
+def _check_shape(input_shape, multiple, head, backbone):
+    """Sides must be multiples of `multiple`; a built backbone's own input is checked when no input_shape is
+    given."""
+    backbone_name = getattr(backbone, "name", backbone)
+    if input_shape is None and isinstance(backbone, keras.Model):
+        input_shape = tuple(backbone.input.shape[1:])
     if input_shape is None:
         return
     if len(input_shape) != 3 or input_shape[-1] is None:
@@ -76,6 +81,7 @@ def build_backbone(backbone, backbone_weights=None, input_shape=None, **backbone
     if not isinstance(backbone, str):
         raise TypeError(f"backbone must be a registered model name or a keras.Model, got backbone={backbone!r}")
     config = registry.get_config(backbone)
+    build.check_weights_argument(backbone_weights, config)
     shape = tuple(input_shape) if input_shape is not None else (None, None, 3)
     channels = shape[2]
     if backbone_weights is None or channels == 3:
@@ -106,7 +112,8 @@ def _taps(backbone, reductions):
         if None not in expected and tuple(tensor.shape[1:3]) != expected:
             raise ValueError(f"backbone {backbone.name!r}: endpoint {endpoint!r} is {tuple(tensor.shape[1:3])} "
                              f"for a {tuple(size)} input, not input / {reduction} = {expected} (valid padding); "
-                             "build the backbone with align_feature_maps=True where it has that option")
+                             "build the backbone with align_feature_maps=True where it has that option "
+                             "(Inception-ResNet v2), or use a head that taps only reductions 8-32 (fcn, deeplab_v3)")
     return found
 
 
@@ -174,7 +181,7 @@ def fcn(backbone="vgg16", skips=8, classes=21, backbone_weights=None, input_shap
     if skips not in FCN_SKIPS:
         raise ValueError(f"skips must be one of {FCN_SKIPS} (FCN-8s, -16s, -32s), got skips={skips!r}")
     _check_common(classes, freeze_backbone)
-    _check_shape(input_shape, 32, "fcn", getattr(backbone, "name", backbone))
+    _check_shape(input_shape, 32, "fcn", backbone)
     net = build_backbone(backbone, backbone_weights, input_shape, **backbone_args)
     _freeze(net, freeze_backbone)
     reductions = tuple(r for r in FCN_SKIPS if r >= skips)
@@ -213,7 +220,7 @@ def unet(backbone="resnet18", classes=21, decoder_filters=UNET_DECODER_FILTERS, 
                                         for f in decoder_filters):
         raise ValueError(f"decoder_filters must be five positive integers (one per 2x upsampling from reduction 32), "
                          f"got decoder_filters={decoder_filters!r}")
-    _check_shape(input_shape, 32, "unet", getattr(backbone, "name", backbone))
+    _check_shape(input_shape, 32, "unet", backbone)
     net = build_backbone(backbone, backbone_weights, input_shape, **backbone_args)
     _freeze(net, freeze_backbone)
     available = {r for r in features.reductions(net).values() if r is not None}
@@ -258,7 +265,7 @@ def deeplab_v3(backbone="resnet50", output_stride=16, classes=21, backbone_weigh
         raise ValueError(f"output_stride must be 16 or 8, got output_stride={output_stride!r}")
     build.check_number("dropout_rate", dropout_rate, high=1, low_inclusive=True)
     _check_common(classes, freeze_backbone)
-    _check_shape(input_shape, output_stride, "deeplab_v3", getattr(backbone, "name", backbone))
+    _check_shape(input_shape, output_stride, "deeplab_v3", backbone)
     if isinstance(backbone, str) and output_stride in ATROUS_BACKBONES.get(registry.get_config(backbone).family, ()):
         backbone_args.setdefault("output_stride", output_stride)
     net = build_backbone(backbone, backbone_weights, input_shape, **backbone_args)

@@ -69,7 +69,8 @@ def test_deeplab_runs_the_backbone_atrous_where_it_can():
     assert model.get_layer("aspp.Branch_3.Conv2d_3x3_rate36").dilation_rate == (36, 36)
     model = segmentation.deeplab_v3("resnet50", classes=3, input_shape=SHAPE)
     assert model.get_layer("block4.unit_1.bottleneck_v1.conv1").strides == (1, 1)
-    assert [model.get_layer(f"block4.unit_{u}.bottleneck_v1.conv2").dilation_rate for u in (1, 2)] == [(1, 1), (2, 2)]
+    # keras.applications' v1 unit strides in its first 1x1, so its 3x3 comes after the removed stride and dilates
+    assert [model.get_layer(f"block4.unit_{u}.bottleneck_v1.conv2").dilation_rate for u in (1, 2)] == [(2, 2), (2, 2)]
     model = segmentation.deeplab_v3("xception", classes=3, input_shape=(96, 128, 3))
     assert model.get_layer("ExitFlow_Block1.MaxPool").strides == (1, 1)
     assert model.get_layer("ExitFlow_Block1.SeparableConv2d_2").dilation_rate == (1, 1)
@@ -79,12 +80,15 @@ def test_deeplab_runs_the_backbone_atrous_where_it_can():
 
 @pytest.mark.parametrize("arch, size, output_stride, grids", [
     ("resnet18", 64, 8, {"block2": (8, 8), "block3": (8, 8), "block4": (8, 8)}),
+    ("resnet50", 64, 16, {"block3": (16, 4), "block4": (16, 4)}),
     ("resnet50_v2", 64, 16, {"block2": (16, 4), "block3": (16, 4), "block4": (16, 4)}),
     ("xception", 96, 16, {"EntryFlow_Block4": (16, 6), "ExitFlow_Block1": (16, 6), "ExitFlow": (16, 6)}),
 ])
 def test_atrous_backbones_keep_the_grid_and_the_weights(arch, size, output_stride, grids, tmp_path):
     """The same weights as the plain network (a file of one loads into the other); the grid stops shrinking at
-    `output_stride`: {endpoint: (reduction, side of its map)}."""
+    `output_stride`: {endpoint: (reduction, side of its map)}. A ResNet's atrous features, taken every
+    32 / output_stride cells, are the plain network's exactly (the dilations make up for every removed stride);
+    Xception's only approximately (its pooling cannot dilate), so only its grid is checked."""
     shape = (size, size, 3)
     plain = randomize(kerasnets.create_model(arch, include_top=False, input_shape=shape), seed=4)
     plain.save_weights(str(tmp_path / "plain.weights.h5"))
@@ -93,6 +97,11 @@ def test_atrous_backbones_keep_the_grid_and_the_weights(arch, size, output_strid
     found = kerasnets.features.reductions(atrous)
     assert {e: (found[e], atrous.get_layer(e).output.shape[1]) for e in grids} == grids
     assert atrous.count_params() == plain.count_params()
+    if arch.startswith("resnet"):
+        images = _images(shape)
+        step = 32 // output_stride
+        fine = np.asarray(atrous(images, training=False))[:, ::step, ::step]
+        assert rel_max_diff(fine, plain(images, training=False)) <= 1e-5
     with pytest.raises(ValueError, match="output_stride must be None, 8, 16 or 32, got output_stride=4"):
         kerasnets.create_model(arch, output_stride=4)
 
@@ -189,6 +198,11 @@ def test_a_built_backbone_is_used_as_it_is():
     backbone = kerasnets.resnet18(include_top=False, input_shape=(64, 64, 3))
     model = segmentation.fcn(backbone, classes=3)
     assert model.get_layer("conv1.Conv2D") is backbone.get_layer("conv1.Conv2D")
+    with pytest.raises(ValueError, match=r"input_shape=\(100, 100, 3\): fcn on ResNet18 needs sides that are multiples "
+                                         r"of 32; the nearest valid input is \(96, 96, 3\)"):
+        segmentation.fcn(kerasnets.resnet18(include_top=False, input_shape=(100, 100, 3)))
+    with pytest.raises(FileNotFoundError, match="weights='imagenet-1k': no such file"):
+        segmentation.unet("resnet18", backbone_weights="imagenet-1k", input_shape=(64, 64, 1))
     with pytest.raises(ValueError, match="backbone is a built model"):
         segmentation.fcn(backbone, backbone_weights="imagenet")
     with pytest.raises(TypeError, match="backbone must be a registered model name or a keras.Model, got backbone=3"):

@@ -88,6 +88,10 @@ def test_published_slim_weights_are_slims_archive_with_slims_preprocessing(slim_
     assert np.allclose(kerasnets.preprocess_input(pixels, model="vgg16", weights="imagenet_slim"), expected, atol=1e-4)
     trainable = training.build_model("vgg16", classes=3, image_size=32, weights="imagenet_slim")
     assert np.allclose(trainable.get_layer("image.Preprocess")(pixels), expected, atol=1e-4)
+    # A checkpoint given by path is slim's layout, so slim's preprocessing; a misspelt tag is refused.
+    assert kerasnets.get_config("vgg16").preprocessing_for(prefix) == "rgb_mean"
+    with pytest.raises(FileNotFoundError, match="weights='imagenet-slim': no such file"):
+        kerasnets.preprocess_input(pixels, model="vgg16", weights="imagenet-slim")
     # keras.applications' weights keep keras.applications' preprocessing (which rewrites a float array in place)
     assert np.allclose(kerasnets.preprocess_input(pixels.copy(), model="vgg16"),
                        keras.applications.vgg16.preprocess_input(pixels.copy()), atol=1e-4)

@@ -4,8 +4,11 @@ Each takes the unit's scope (slim's `block1.unit_1.bottleneck_v1`), its
 filters, stride, whether its shortcut projects, and the name its output
 carries. `groups` splits the 3x3 convolution into groups (ResNeXt);
 `attention(x, scope)` rescales the residual branch before the addition
-(squeeze-and-excitation); `dilation` makes the 3x3 convolutions atrous
-(dense prediction). The bottlenecks expand to `EXPANSION` x filters.
+(squeeze-and-excitation). For dense prediction (atrous networks) `dilation`
+is the rate of the convolutions that see the unit's input grid and
+`dilation_after_stride` (default: the same) that of the convolutions after
+the point where the unit strides, which is larger when that stride has been
+removed. The bottlenecks expand to `EXPANSION` x filters.
 """
 
 import keras
@@ -20,7 +23,7 @@ def _attend(x, scope, attention):
 
 
 def bottleneck_v1(x, scope, filters, strides, project, output_name, settings, groups=1, attention=None,
-                  dilation=1):
+                  dilation=1, dilation_after_stride=None):
     """1x1, 3x3, 1x1 (x4) with batch norm; keras.applications' v1 strides in the first 1x1 and has biases."""
     shortcut = x
     if project:
@@ -30,7 +33,7 @@ def bottleneck_v1(x, scope, filters, strides, project, output_name, settings, gr
     x = conv(x, filters, 1, f"{scope}.conv1", settings, strides=strides, padding="valid", use_bias=True)
     x = activation(batch_norm(x, f"{scope}.conv1.BatchNorm", settings), f"{scope}.conv1.Relu", settings)
     x = conv(x, filters, 3, f"{scope}.conv2", settings, groups=groups, padding="same", use_bias=True,
-             dilation_rate=dilation)
+             dilation_rate=dilation_after_stride or dilation)
     x = activation(batch_norm(x, f"{scope}.conv2.BatchNorm", settings), f"{scope}.conv2.Relu", settings)
     x = conv(x, EXPANSION * filters, 1, f"{scope}.conv3", settings, padding="valid", use_bias=True)
     x = _attend(batch_norm(x, f"{scope}.conv3.BatchNorm", settings), scope, attention)
@@ -39,8 +42,9 @@ def bottleneck_v1(x, scope, filters, strides, project, output_name, settings, gr
 
 
 def bottleneck_v2(x, scope, filters, strides, project, output_name, settings, groups=1, attention=None,
-                  dilation=1):
-    """Pre-activation: batch norm and ReLU first; strides in the 3x3 (keras.applications' ResNetV2)."""
+                  dilation=1, dilation_after_stride=None):
+    """Pre-activation: batch norm and ReLU first; strides in the 3x3 (keras.applications' ResNetV2), so no 3x3
+    convolution comes after the stride (`dilation_after_stride` changes nothing)."""
     preact = activation(batch_norm(x, f"{scope}.preact", settings), f"{scope}.preact.Relu", settings)
     if project:
         shortcut = conv(preact, EXPANSION * filters, 1, f"{scope}.shortcut", settings, strides=strides,
@@ -60,10 +64,10 @@ def bottleneck_v2(x, scope, filters, strides, project, output_name, settings, gr
 
 
 def bottleneck_v1b(x, scope, filters, strides, project, output_name, settings, groups=1, attention=None,
-                   width=None, dilation=1):
+                   width=None, dilation=1, dilation_after_stride=None):
     """torchvision's and timm's bottleneck ("ResNet v1.5"): no biases, the stride in the 3x3 (padded 1 on every
-    side, as PyTorch pads), `width` channels in the 1x1 and 3x3 (ResNeXt's groups x width per group; default
-    `filters`), a strided 1x1 projection."""
+    side, as PyTorch pads; no 3x3 follows it), `width` channels in the 1x1 and 3x3 (ResNeXt's groups x width per
+    group; default `filters`), a strided 1x1 projection."""
     width = width or filters
     shortcut = x
     if project:
@@ -80,7 +84,8 @@ def bottleneck_v1b(x, scope, filters, strides, project, output_name, settings, g
     return activation(x, output_name, settings)
 
 
-def basic(x, scope, filters, strides, project, output_name, settings, groups=1, attention=None, dilation=1):
+def basic(x, scope, filters, strides, project, output_name, settings, groups=1, attention=None, dilation=1,
+          dilation_after_stride=None):
     """Two 3x3 convolutions without biases (torchvision's resnet18/34)."""
     shortcut = x
     if project:
@@ -89,7 +94,8 @@ def basic(x, scope, filters, strides, project, output_name, settings, groups=1, 
     x = conv(x, filters, 3, f"{scope}.conv1", settings, groups=groups, strides=strides, padding="symmetric",
              dilation_rate=dilation)
     x = activation(batch_norm(x, f"{scope}.conv1.BatchNorm", settings), f"{scope}.conv1.Relu", settings)
-    x = conv(x, filters, 3, f"{scope}.conv2", settings, padding="same", dilation_rate=dilation)
+    x = conv(x, filters, 3, f"{scope}.conv2", settings, padding="same",
+             dilation_rate=dilation_after_stride or dilation)
     x = _attend(batch_norm(x, f"{scope}.conv2.BatchNorm", settings), scope, attention)
     x = keras.layers.Add(name=f"{scope}.add")([shortcut, x])
     return activation(x, output_name, settings)

@@ -81,8 +81,10 @@ def mobilenet_v1(include_top=True, weights=None, input_tensor=None, input_shape=
       include_top, weights, input_tensor, input_shape, pooling, classes,
         classifier_activation: as keras.applications' MobileNet (input at
         least 32x32, default 224x224x3). `weights`: None, "imagenet"
-        (keras.applications' published file for this alpha at 224x224), a
-        keras.applications-layout `.h5`, a TF-slim checkpoint prefix
+        (keras.applications' published file for this alpha, trained at the
+        input size if it is square and one of 128, 160, 192, 224, else at
+        224x224 with a warning), "imagenet_slim" (slim's checkpoint, chosen
+        the same way), a keras.applications-layout `.h5`, a TF-slim checkpoint prefix
         (`mobilenet_v1_1.0_224.ckpt`: 1001 classes, or 1000 with its
         background class dropped) or a Keras `.weights.h5`/`.keras` file.
       name: model name (default `MobileNetV1_<alpha>`).

@@ -109,8 +109,9 @@ def _body(x, net, arch, output_stride=None):
             scope = unit_scope(kind, stage, unit)
             output_name = f"block{stage}" if unit == count else scope
             stride, dilation = schedule[stage - 1][unit - 1]
+            skipped = _stride(kind, stage, unit, count) // stride  # a stride removed for output_stride
             x = residual.UNITS[kind](x, scope, filters, stride, _projects(kind, stage, unit), output_name, settings,
-                                     dilation=dilation)
+                                     dilation=dilation, dilation_after_stride=dilation * skipped)
         yield f"block{stage}", x
     if kind == "bottleneck_v2":
         x = blocks.activation(blocks.batch_norm(x, "postnorm.BatchNorm", settings), "postnorm", settings)

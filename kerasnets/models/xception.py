@@ -71,7 +71,8 @@ def _body(x, net, output_stride=None):
                                  output_name="EntryFlow_Block1" if j == len(STEM) else None)
     yield "EntryFlow_Block1", x
     # Once the grid is output_stride times smaller, strided blocks keep it and the convolutions dilate.
-    schedule, exit_dilation = blocks.atrous_schedule(STEM[0][2], [2 if b.strided else 1 for b in BLOCKS],
+    stem_reduction = STEM[0][2] * STEM[1][2]
+    schedule, exit_dilation = blocks.atrous_schedule(stem_reduction, [2 if b.strided else 1 for b in BLOCKS],
                                                      output_stride)
     for block, (strides, dilation) in zip(BLOCKS, schedule):
         x = _block(x, block, settings, strides, dilation)
@@ -96,14 +97,18 @@ def xception(include_top=True, weights=None, input_tensor=None, input_shape=None
     endpoint (with include_top=False); `output_stride` (None: 32; 16 or 8)
     keeps the grid that much finer: the later strided blocks keep it and the
     separable convolutions after them dilate (atrous, for dense prediction;
-    the weights are the same).
+    the weights are the same). A kept block's 3x3 max pooling then runs at
+    stride 1 undilated, so unlike ResNet's the atrous network is close to,
+    not equal to, the plain one (DeepLab's aligned Xception strides by
+    convolutions instead).
     """
     if output_stride not in (None, 8, 16, 32):
         raise ValueError(f"output_stride must be None, 8, 16 or 32, got output_stride={output_stride!r}")
     return build.build_model(
-        "xception", functools.partial(_body, output_stride=output_stride), include_top=include_top, weights=weights, input_tensor=input_tensor, input_shape=input_shape,
-        pooling=pooling, classes=classes, classifier_activation=classifier_activation, name=name,
-        final_endpoint=final_endpoint, initializer=CONV_SETTINGS.initializer)
+        "xception", functools.partial(_body, output_stride=output_stride), include_top=include_top, weights=weights,
+        input_tensor=input_tensor, input_shape=input_shape, pooling=pooling, classes=classes,
+        classifier_activation=classifier_activation, name=name, final_endpoint=final_endpoint,
+        initializer=CONV_SETTINGS.initializer)
 
 
 def _features():
