@@ -118,10 +118,10 @@ class ModelConfig:
         model's own for anything else."""
         if isinstance(weights, str) and weights in self.weight_tags:
             return self.pretrained(weights).preprocessing
-        if isinstance(weights, (str, os.PathLike)):
-            path = os.fspath(weights)
-            if os.path.exists(path + ".index") or os.path.isdir(path):  # how weights.resolve tells a checkpoint
-                return next((w.preprocessing for w in self.weights if w.layout == "slim"), self.preprocessing)
+        from kerasnets.weights import is_tf_checkpoint
+
+        if isinstance(weights, (str, os.PathLike)) and is_tf_checkpoint(os.fspath(weights)):
+            return next((w.preprocessing for w in self.weights if w.layout == "slim"), self.preprocessing)
         return self.preprocessing
 
     def preprocess(self, x, weights=None):

@@ -70,7 +70,7 @@ def resolve(weights, config, include_top, input_shape=None):
         if prefix is None:
             raise ValueError(f"weights={path!r} is a directory without a TF checkpoint")
         return Source("slim", prefix)
-    if not os.path.exists(path) and os.path.exists(path + ".index"):
+    if is_tf_checkpoint(path):
         return Source("slim", path)
     if path.endswith(".keras"):
         if not zipfile.is_zipfile(path):
@@ -92,6 +92,12 @@ def resolve(weights, config, include_top, input_shape=None):
     if keras3:
         return Source("keras3", path)
     raise ValueError(f"weights={path!r} is HDF5 but neither keras.applications' layout nor a Keras 3 weights file")
+
+
+def is_tf_checkpoint(path):
+    """Whether `path` names a TF checkpoint (slim's layout): a directory holding one, or a prefix
+    (`model.ckpt`, with `model.ckpt.index` beside it)."""
+    return os.path.isdir(path) or (not os.path.exists(path) and os.path.exists(path + ".index"))
 
 
 def _check_first_download(path, tag):
