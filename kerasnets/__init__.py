@@ -6,6 +6,13 @@ and the command line's `--help` and argument errors need no TensorFlow.
 
 import importlib
 import importlib.util
+import os
+
+# TensorFlow switches its oneDNN CPU kernels on by itself only on some CPUs (AVX-512 VNNI/BF16, AMX); elsewhere, as
+# on AVX2-only AMD EPYC, its own convolution input gradient is ~100x slower on 1x1 and 2x2 maps (ResNet-18 trains at
+# 35 img/s instead of 214 at 32x32) and predict is 1.2-1.7x slower. TensorFlow reads this once, when it loads; a
+# value the user set (0 turns it off) is kept. See precision.onednn_enabled and BENCHMARKS.md.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 __version__ = "0.1.0"
 

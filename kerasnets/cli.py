@@ -54,7 +54,7 @@ def cmd_list(args):
 def cmd_train(args):
     from kerasnets import training
 
-    training.train(args.model, args.data, image_size=args.image_size, epochs=args.epochs,
+    training.train(args.model, args.data, backbone=args.backbone, image_size=args.image_size, epochs=args.epochs,
                    batch_size=args.batch_size, weights=args.weights, freeze_backbone=args.freeze_backbone,
                    fine_tune_from=args.fine_tune_from, recipe=args.recipe, optimizer=args.optimizer, lr=args.lr,
                    label_smoothing=args.label_smoothing, weight_decay=args.weight_decay,
@@ -125,10 +125,15 @@ def make_parser():
     summary.set_defaults(func=cmd_summary)
 
     train = sub.add_parser("train", help="train or fine-tune a model on tfds or an image folder (model.fit)")
-    train.add_argument("model", help="registry name (see `kerasnets list`) or a .keras file")
+    train.add_argument("model", help="registry name (see `kerasnets list`), a segmentation head (fcn8s, fcn16s, "
+                                     "fcn32s, unet, deeplab_v3) or a .keras file")
+    train.add_argument("--backbone", default=None,
+                       help="a segmentation head's backbone, a registry name (default: the head's, e.g. resnet18 for "
+                            "unet); --weights are then the backbone's")
     train.add_argument("--model-arg", type=_model_arg, action="append", default=[], metavar="KEY=VALUE",
                        help="builder argument, repeatable (e.g. batch_norm=True, depth_multiplier=0.5)")
-    train.add_argument("--data", required=True, help="tfds:NAME[:SPLIT], ROOT/{train,test}/<label>/ or ROOT/<label>/")
+    train.add_argument("--data", required=True, help="tfds:NAME[:SPLIT], ROOT/{train,test}/<label>/ or ROOT/<label>/; "
+                                                     "segmentation: ROOT/{train,test}/images/ and .../masks/")
     train.add_argument("--image-size", type=_positive_int, default=None, help="default: the model's input size")
     train.add_argument("--epochs", type=_positive_int, default=10)
     train.add_argument("--batch-size", type=_positive_int, default=32, help="global batch size (all replicas)")

@@ -17,6 +17,13 @@ skipped and counted; the pipeline also drops any that fail later
 Training batches get Inception's augmentation (random resized crop, flip,
 optional colour jitter), evaluation batches a 0.875 central crop; both are
 float32 RGB in [0, 255] -- the model's own normalisation is its first layer.
+
+Segmentation (`load_segmentation`) reads `ROOT/{train,test}/images/NAME.*`
+paired with `ROOT/{train,test}/masks/NAME.png`, one class index per pixel and
+255 for pixels to ignore (PASCAL VOC's convention). The crop and flip are
+drawn once per pair and applied to image and mask alike (the mask resized
+nearest-neighbour, so it keeps its class indices); evaluation resizes the
+whole image.
 """
 
 import dataclasses
@@ -185,6 +192,136 @@ def eval_transform(image, size):
     return tf.image.resize(image, (size, size)) * 255.0
 
 
+IGNORE_LABEL = 255
+
+
+@dataclasses.dataclass
+class SegmentationData(Data):
+    pass
+
+
+def _list_pairs(split_root):
+    """(image paths, mask paths) of ROOT/SPLIT, paired by file name; an error naming what has no partner."""
+    folders = [os.path.join(split_root, name) for name in ("images", "masks")]
+    for folder in folders:
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"--data: no folder {folder!r} (segmentation data is ROOT/{{train,test}}/images/"
+                                    "NAME.jpg|png with ROOT/{train,test}/masks/NAME.png)")
+    images = {os.path.splitext(f)[0]: f for f in sorted(os.listdir(folders[0])) if f.lower().endswith(IMAGE_EXTENSIONS)}
+    masks = {os.path.splitext(f)[0]: f for f in sorted(os.listdir(folders[1])) if f.lower().endswith(".png")}
+    unpaired = sorted(set(images) ^ set(masks))
+    if unpaired:
+        where = [f"{n} ({'no mask' if n in images else 'no image'})" for n in unpaired[:3]]
+        raise ValueError(f"--data {split_root!r}: {len(unpaired)} image(s) and mask(s) without a partner, e.g. "
+                         f"{', '.join(where)}; each images/NAME.* needs masks/NAME.png")
+    names = sorted(images)
+    return ([os.path.join(folders[0], images[n]) for n in names], [os.path.join(folders[1], masks[n]) for n in names])
+
+
+def _decode_pair(image_path, mask_path):
+    image = _decode(tf.io.read_file(image_path))
+    mask = tf.io.decode_png(tf.io.read_file(mask_path), channels=1)
+    tf.debugging.assert_equal(tf.shape(image)[:2], tf.shape(mask)[:2], message="image and mask sizes differ")
+    return image, mask
+
+
+def _scan_pairs(images, masks):
+    """The readable pairs (same sizes) and the largest class index among them (255, ignore, left out)."""
+    pairs = tf.data.Dataset.from_tensor_slices((tf.range(len(images)), images, masks))
+
+    def largest(i, image_path, mask_path):
+        _, mask = _decode_pair(image_path, mask_path)
+        labels = tf.boolean_mask(mask, mask != IGNORE_LABEL)
+        return i, tf.reduce_max(tf.concat([tf.cast(labels, tf.int32), [0]], 0))
+
+    found = pairs.map(largest, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False).ignore_errors()
+    found = list(found.as_numpy_iterator())
+    return sorted(int(i) for i, _ in found), max((int(m) for _, m in found), default=0)
+
+
+def joint_random_crop(image, mask, size, augmentation):
+    """One random crop and flip, applied to the image (bilinear) and its mask (nearest) alike."""
+    begin, crop_size, _ = tf.image.sample_distorted_bounding_box(
+        tf.shape(image), bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), min_object_covered=0.0,
+        aspect_ratio_range=augmentation.aspect_ratios, area_range=(augmentation.min_area, 1.0), max_attempts=20,
+        use_image_if_no_bounding_boxes=True)
+    image = tf.image.resize(tf.slice(image, begin, crop_size), (size, size))
+    mask = tf.image.resize(tf.slice(mask, begin, crop_size), (size, size), method="nearest")
+    if augmentation.flip:
+        flip = tf.random.uniform(()) < 0.5
+        image = tf.cond(flip, lambda: tf.reverse(image, [1]), lambda: image)
+        mask = tf.cond(flip, lambda: tf.reverse(mask, [1]), lambda: mask)
+    return tf.clip_by_value(image, 0.0, 255.0), mask[..., 0]
+
+
+def segmentation_eval_transform(image, mask, size):
+    """The whole image resized to `size` (bilinear), its mask alike (nearest)."""
+    image = tf.image.resize(tf.cast(image, tf.float32), (size, size))
+    return image, tf.image.resize(mask, (size, size), method="nearest")[..., 0]
+
+
+def load_segmentation(source, image_size, batch_size, augmentation=None, seed=0, cache_bytes=2 * 1024**3,
+                      drop_remainder=False):
+    """Training and evaluation datasets of `(image, mask)` batches: float32 RGB in [0, 255], (size, size) uint8
+    class indices (255: ignored). Class names come from ROOT/labels.txt (one per line) when there is one, else
+    "0".."K-1" for the largest index K-1 found in the masks."""
+    if not isinstance(source, str) or not os.path.isdir(source):
+        raise FileNotFoundError(f"--data {source!r}: no such directory (segmentation data is ROOT/{{train,test}}/"
+                                "images/NAME.jpg|png with ROOT/{train,test}/masks/NAME.png)")
+    augmentation = augmentation or Augmentation()
+    subdirs = {d.lower(): d for d in os.listdir(source) if os.path.isdir(os.path.join(source, d))}
+    eval_dir = next((subdirs[n] for n in EVAL_SPLIT_NAMES if n in subdirs), None)
+    if "train" not in subdirs or eval_dir is None:
+        raise ValueError(f"--data {source!r}: segmentation data needs train/ and test/ (or val/) folders, each with "
+                         f"images/ and masks/; found {sorted(subdirs)}")
+    splits, skipped, largest = [], [], 0
+    for split in (subdirs["train"], eval_dir):
+        images, masks = _list_pairs(os.path.join(source, split))
+        if not images:
+            raise ValueError(f"--data {source!r}: {split}/images/ holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+        good, split_largest = _scan_pairs(images, masks)
+        largest = max(largest, split_largest)
+        skipped += [images[i] for i in sorted(set(range(len(images))) - set(good))]
+        pairs = tf.data.Dataset.from_tensor_slices(([images[i] for i in good], [masks[i] for i in good]))
+        splits.append((pairs.map(_decode_pair, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors(), len(good)))
+    labels_file = os.path.join(source, "labels.txt")
+    if os.path.exists(labels_file):
+        class_names = [line.strip() for line in open(labels_file, encoding="utf8") if line.strip()]
+        if largest >= len(class_names):
+            raise ValueError(f"--data {source!r}: the masks hold class {largest}, but labels.txt names "
+                             f"{len(class_names)} classes (0..{len(class_names) - 1})")
+    else:
+        class_names = [str(i) for i in range(max(largest + 1, 2))]
+    (train, train_count), (evaluation, eval_count) = splits
+    train, evaluation = _pipelines(
+        train, train_count, lambda image, mask: joint_random_crop(image, mask, image_size, augmentation),
+        evaluation, eval_count, lambda image, mask: segmentation_eval_transform(image, mask, image_size),
+        image_size, batch_size, seed, cache_bytes, drop_remainder)
+    return SegmentationData(train, evaluation, class_names, train_count, eval_count, skipped, eval_dir)
+
+
+def _pipelines(train, train_count, train_map, evaluation, eval_count, eval_map, image_size, batch_size, seed,
+               cache_bytes, drop_remainder):
+    """Decoded examples -> shuffled, augmented training batches and evaluation batches (their counts asserted)."""
+    # Decoded images are cached when they fit (small sets: every epoch after the first is free).
+    if train_count * 256 * 256 * 4 <= cache_bytes:
+        train = train.cache()
+    train = train.shuffle(min(train_count, 10_000), seed=seed, reshuffle_each_iteration=True)
+    train = train.map(train_map, num_parallel_calls=tf.data.AUTOTUNE)
+    evaluation = evaluation.map(eval_map, num_parallel_calls=tf.data.AUTOTUNE)
+    if eval_count * image_size * image_size * 16 <= cache_bytes:  # float32 RGB and a label or mask
+        evaluation = evaluation.cache()
+    if drop_remainder and train_count < batch_size:
+        raise ValueError(f"--batch-size {batch_size} is larger than the {train_count} training images")
+    # The batch counts are known (unreadable files were removed up front); saying so lets Keras end each epoch
+    # on its count instead of running the iterator dry ("Your input ran out of data").
+    train_batches = train_count // batch_size if drop_remainder else -(-train_count // batch_size)
+    train = train.batch(batch_size, drop_remainder=drop_remainder)
+    train = train.apply(tf.data.experimental.assert_cardinality(train_batches)).prefetch(tf.data.AUTOTUNE)
+    evaluation = evaluation.batch(batch_size).apply(tf.data.experimental.assert_cardinality(-(-eval_count // batch_size)))
+    return train, evaluation.prefetch(tf.data.AUTOTUNE)
+
+
 def load(source, image_size, batch_size, augmentation=None, validation_fraction=0.2, seed=0,
          cache_bytes=2 * 1024**3, drop_remainder=False):
     """Training and evaluation datasets of `(image, label)` batches, plus what was found.
@@ -200,23 +337,8 @@ def load(source, image_size, batch_size, augmentation=None, validation_fraction=
     else:
         classes, splits, skipped, eval_name = _folder_source(source, validation_fraction, seed)
     (train, train_count), (evaluation, eval_count) = splits
-    # Decoded images are cached when they fit (small sets: every epoch after the first is free).
-    if train_count * 256 * 256 * 3 <= cache_bytes:
-        train = train.cache()
-    train = train.shuffle(min(train_count, 10_000), seed=seed, reshuffle_each_iteration=True)
-    train = train.map(lambda image, label: (train_transform(image, image_size, augmentation), label),
-                      num_parallel_calls=tf.data.AUTOTUNE)
-    evaluation = evaluation.map(lambda image, label: (eval_transform(image, image_size), label),
-                                num_parallel_calls=tf.data.AUTOTUNE)
-    if eval_count * image_size * image_size * 3 * 4 <= cache_bytes:
-        evaluation = evaluation.cache()
-    if drop_remainder and train_count < batch_size:
-        raise ValueError(f"--batch-size {batch_size} is larger than the {train_count} training images")
-    # The batch counts are known (unreadable files were removed up front); saying so lets Keras end each epoch
-    # on its count instead of running the iterator dry ("Your input ran out of data").
-    train_batches = train_count // batch_size if drop_remainder else -(-train_count // batch_size)
-    train = train.batch(batch_size, drop_remainder=drop_remainder)
-    train = train.apply(tf.data.experimental.assert_cardinality(train_batches)).prefetch(tf.data.AUTOTUNE)
-    evaluation = evaluation.batch(batch_size).apply(tf.data.experimental.assert_cardinality(-(-eval_count // batch_size)))
-    evaluation = evaluation.prefetch(tf.data.AUTOTUNE)
+    train, evaluation = _pipelines(
+        train, train_count, lambda image, label: (train_transform(image, image_size, augmentation), label),
+        evaluation, eval_count, lambda image, label: (eval_transform(image, image_size), label),
+        image_size, batch_size, seed, cache_bytes, drop_remainder)
     return Data(train, evaluation, classes, train_count, eval_count, skipped, eval_name)

@@ -56,6 +56,28 @@ def resolve(mode="auto", *, gpus=None, flags=None):
     return MODES["bfloat16" if any(flag in flags for flag in BF16_CPU_FLAGS) else "off"]
 
 
+def onednn_enabled():
+    """Whether TensorFlow runs its oneDNN CPU kernels (decided once, when TensorFlow was imported)."""
+    from tensorflow.python.util import _pywrap_util_port
+
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
+def onednn_hint():
+    """A line for the user when oneDNN is off only because TensorFlow was imported before kerasnets, else None."""
+    import os
+
+    if os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "1" or onednn_enabled():
+        return None  # on, or turned off on purpose
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        return None
+    return ("TensorFlow was imported before kerasnets, with its oneDNN CPU kernels off: CPU training can be several "
+            "times slower (see BENCHMARKS.md); import kerasnets first, or set TF_ENABLE_ONEDNN_OPTS=1 before "
+            "TensorFlow loads")
+
+
 def with_precision(model, mode="bfloat16"):
     """A copy of `model` that computes in `mode` ("bfloat16", "float16", "off" or "auto"), same weights.
 

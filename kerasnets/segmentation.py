@@ -21,6 +21,8 @@ the first convolution's kernel is adapted as timm's `adapt_input_conv` does
 channels), every other weight is the backbone's own.
 """
 
+import inspect
+
 import numpy as np
 
 import keras
@@ -61,6 +63,13 @@ def _check_shape(input_shape, multiple, head, backbone):
                              f"multiples of {multiple}; the nearest valid input is {nearest + (input_shape[2],)}")
 
 
+def _input_shape(input_shape, input_tensor):
+    """(height, width, channels) of `input_tensor` when given, else `input_shape` (None: not known yet)."""
+    if input_tensor is not None:
+        return tuple(input_tensor.shape[1:])
+    return None if input_shape is None else tuple(input_shape)
+
+
 def _adapt_first_kernel(kernel, channels):
     """An RGB first-layer kernel (kh, kw, 3, out) for `channels` inputs (timm's adapt_input_conv)."""
     if channels == 1:
@@ -69,12 +78,12 @@ def _adapt_first_kernel(kernel, channels):
     return np.tile(kernel, (1, 1, repeats, 1))[:, :, :channels] * (kernel.shape[2] / channels)
 
 
-def build_backbone(backbone, backbone_weights=None, input_shape=None, **backbone_args):
+def build_backbone(backbone, backbone_weights=None, input_shape=None, input_tensor=None, **backbone_args):
     """The backbone without its classifier: a registered name built with `backbone_weights` (any weights argument
-    it takes) at `input_shape` (any channel count: pretrained RGB weights have their first convolution
-    adapted), or a built kerasnets model, returned as it is."""
+    it takes) at `input_shape` or on `input_tensor` (any channel count: pretrained RGB weights have their first
+    convolution adapted), or a built kerasnets model, returned as it is."""
     if isinstance(backbone, keras.Model):
-        if backbone_weights is not None or backbone_args:
+        if backbone_weights is not None or backbone_args or input_tensor is not None:
             raise ValueError("backbone is a built model: load its weights and set its options when building it "
                              "(backbone_weights and backbone options apply to a backbone given by name)")
         return backbone
@@ -82,11 +91,12 @@ def build_backbone(backbone, backbone_weights=None, input_shape=None, **backbone
         raise TypeError(f"backbone must be a registered model name or a keras.Model, got backbone={backbone!r}")
     config = registry.get_config(backbone)
     build.check_weights_argument(backbone_weights, config)
-    shape = tuple(input_shape) if input_shape is not None else (None, None, 3)
+    shape = _input_shape(input_shape, input_tensor) or (None, None, 3)
     channels = shape[2]
+    place = dict(input_shape=shape) if input_tensor is None else dict(input_tensor=input_tensor)
     if backbone_weights is None or channels == 3:
-        return config.builder(include_top=False, weights=backbone_weights, input_shape=shape, **backbone_args)
-    model = config.builder(include_top=False, weights=None, input_shape=shape, **backbone_args)
+        return config.builder(include_top=False, weights=backbone_weights, **place, **backbone_args)
+    model = config.builder(include_top=False, weights=None, **place, **backbone_args)
     first = next(layer for layer in model.layers if layer.weights)
     if type(first) is not keras.layers.Conv2D:
         raise ValueError(f"backbone={backbone!r} starts with a {type(first).__name__}; pretrained weights can be "
@@ -157,8 +167,8 @@ def _upsample(x, factor, classes, name):
                                         name=name)(x)
 
 
-def fcn(backbone="vgg16", skips=8, classes=21, backbone_weights=None, input_shape=None, freeze_backbone=False,
-        classifier_activation="softmax", name=None, **backbone_args):
+def fcn(backbone="vgg16", skips=8, classes=21, backbone_weights=None, input_shape=None, input_tensor=None,
+        freeze_backbone=False, classifier_activation="softmax", name=None, **backbone_args):
     """FCN-32s, -16s or -8s (Long et al. 2015) on `backbone`.
 
     A 1x1 score layer on the backbone's reduction-32 features, upsampled 2x by
@@ -174,6 +184,8 @@ def fcn(backbone="vgg16", skips=8, classes=21, backbone_weights=None, input_shap
       classes: classes per pixel (21: PASCAL VOC with background).
       backbone_weights: any `weights` the backbone takes (None: random).
       input_shape: (height, width, channels); sides multiples of 32, or None.
+      input_tensor: a Keras tensor to build on instead (e.g. a normalisation
+        layer's output); the model's input is then that tensor's source.
       freeze_backbone: keep the backbone's weights (and batch norms) fixed.
       classifier_activation: "softmax", None (logits) or any activation.
       **backbone_args: options of the backbone's builder.
@@ -181,8 +193,8 @@ def fcn(backbone="vgg16", skips=8, classes=21, backbone_weights=None, input_shap
     if skips not in FCN_SKIPS:
         raise ValueError(f"skips must be one of {FCN_SKIPS} (FCN-8s, -16s, -32s), got skips={skips!r}")
     _check_common(classes, freeze_backbone)
-    _check_shape(input_shape, 32, "fcn", backbone)
-    net = build_backbone(backbone, backbone_weights, input_shape, **backbone_args)
+    _check_shape(_input_shape(input_shape, input_tensor), 32, "fcn", backbone)
+    net = build_backbone(backbone, backbone_weights, input_shape, input_tensor, **backbone_args)
     _freeze(net, freeze_backbone)
     reductions = tuple(r for r in FCN_SKIPS if r >= skips)
     taps = _taps(net, reductions)
@@ -204,7 +216,7 @@ def fcn(backbone="vgg16", skips=8, classes=21, backbone_weights=None, input_shap
 
 
 def unet(backbone="resnet18", classes=21, decoder_filters=UNET_DECODER_FILTERS, backbone_weights=None,
-         input_shape=None, freeze_backbone=False, classifier_activation="softmax", name=None, **backbone_args):
+         input_shape=None, input_tensor=None, freeze_backbone=False, classifier_activation="softmax", name=None, **backbone_args):
     """U-Net (Ronneberger et al. 2015) with `backbone` as its encoder.
 
     The decoder climbs from the reduction-32 features in five stages: each
@@ -220,8 +232,8 @@ def unet(backbone="resnet18", classes=21, decoder_filters=UNET_DECODER_FILTERS, 
                                         for f in decoder_filters):
         raise ValueError(f"decoder_filters must be five positive integers (one per 2x upsampling from reduction 32), "
                          f"got decoder_filters={decoder_filters!r}")
-    _check_shape(input_shape, 32, "unet", backbone)
-    net = build_backbone(backbone, backbone_weights, input_shape, **backbone_args)
+    _check_shape(_input_shape(input_shape, input_tensor), 32, "unet", backbone)
+    net = build_backbone(backbone, backbone_weights, input_shape, input_tensor, **backbone_args)
     _freeze(net, freeze_backbone)
     available = {r for r in features.reductions(net).values() if r is not None}
     skip_reductions = tuple(r for r in (16, 8, 4, 2) if r in available)
@@ -245,7 +257,7 @@ def unet(backbone="resnet18", classes=21, decoder_filters=UNET_DECODER_FILTERS, 
 
 
 def deeplab_v3(backbone="resnet50", output_stride=16, classes=21, backbone_weights=None, input_shape=None,
-               freeze_backbone=False, classifier_activation="softmax", name=None, dropout_rate=0.1, **backbone_args):
+               input_tensor=None, freeze_backbone=False, classifier_activation="softmax", name=None, dropout_rate=0.1, **backbone_args):
     """DeepLab v3 (Chen et al. 2017) on `backbone`.
 
     Atrous spatial pyramid pooling on the backbone's reduction-`output_stride`
@@ -265,10 +277,10 @@ def deeplab_v3(backbone="resnet50", output_stride=16, classes=21, backbone_weigh
         raise ValueError(f"output_stride must be 16 or 8, got output_stride={output_stride!r}")
     build.check_number("dropout_rate", dropout_rate, high=1, low_inclusive=True)
     _check_common(classes, freeze_backbone)
-    _check_shape(input_shape, output_stride, "deeplab_v3", backbone)
+    _check_shape(_input_shape(input_shape, input_tensor), output_stride, "deeplab_v3", backbone)
     if isinstance(backbone, str) and output_stride in ATROUS_BACKBONES.get(registry.get_config(backbone).family, ()):
         backbone_args.setdefault("output_stride", output_stride)
-    net = build_backbone(backbone, backbone_weights, input_shape, **backbone_args)
+    net = build_backbone(backbone, backbone_weights, input_shape, input_tensor, **backbone_args)
     _freeze(net, freeze_backbone)
     x = _taps(net, (output_stride,))[output_stride]
     settings = HEAD_SETTINGS
@@ -289,3 +301,36 @@ def deeplab_v3(backbone="resnet50", output_stride=16, classes=21, backbone_weigh
     x = keras.layers.UpSampling2D(output_stride, interpolation="bilinear", name="Upsample")(x)
     outputs = _output(x, classifier_activation)
     return functional(net.input, outputs, name=name or f"deeplab_v3_{net.name}")
+
+
+# ---- by name ----------------------------------------------------------------------------------------------------
+
+# What `kerasnets train NAME --backbone B` builds: name -> (head, its fixed arguments).
+HEADS = {"fcn8s": (fcn, {"skips": 8}), "fcn16s": (fcn, {"skips": 16}), "fcn32s": (fcn, {"skips": 32}),
+         "unet": (unet, {}), "deeplab_v3": (deeplab_v3, {})}
+
+
+def default_backbone(head):
+    """The backbone `head` (a name in HEADS) uses when none is given: its builder's default."""
+    builder, _ = HEADS[head]
+    return inspect.signature(builder).parameters["backbone"].default
+
+
+def create_head(head, backbone=None, **kwargs):
+    """The segmentation model `head` (a name in HEADS: fcn8s, fcn16s, fcn32s, unet, deeplab_v3) on `backbone`
+    (default: the head's own); `kwargs` as the head's builder takes them."""
+    if head not in HEADS:
+        raise ValueError(f"unknown segmentation head {head!r}; valid: {sorted(HEADS)}")
+    builder, fixed = HEADS[head]
+    return builder(backbone=backbone or default_backbone(head), **fixed, **kwargs)
+
+
+def check_input_size(head, backbone, image_size, output_stride=16, **_):
+    """Refuses, before any data is read, an `image_size` that `head` on `backbone` cannot take."""
+    if head not in HEADS:
+        raise ValueError(f"unknown segmentation head {head!r}; valid: {sorted(HEADS)}")
+    multiple = output_stride if head == "deeplab_v3" else 32
+    if image_size % multiple:
+        nearest = max(multiple, round(image_size / multiple) * multiple)
+        raise ValueError(f"image_size={image_size}: {head} on {backbone} needs a multiple of {multiple}; the nearest "
+                         f"valid size is {nearest}")

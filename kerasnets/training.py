@@ -31,7 +31,7 @@ from kerasnets import data as data_lib
 from kerasnets import layers as kn_layers
 from kerasnets import precision as precision_lib
 from kerasnets import recipes
-from kerasnets import registry
+from kerasnets import registry, segmentation
 from kerasnets.output import atomic_write, say
 from kerasnets.model import functional
 from kerasnets.options import DISTRIBUTIONS
@@ -97,6 +97,71 @@ def build_model(model, classes, image_size, weights=None, dropout_rate=0.2, mode
     y = keras.layers.Dense(classes, name="Logits")(y)
     y = keras.layers.Activation("softmax", dtype="float32", name="Predictions")(y)
     return functional(inputs, y, name=base.name)
+
+
+def build_segmentation_model(head, backbone, classes, image_size, weights=None, model_args=None):
+    """A segmentation head (`segmentation.HEADS`) on `backbone` for raw RGB [0, 255] pixels (the backbone's
+    normalisation as its first layer); `weights` are the backbone's, `model_args` the head's and backbone's options."""
+    config = registry.get_config(backbone)
+    inputs, x = kn_layers.raw_pixel_input(image_size, config.preprocessing_for(weights))
+    return segmentation.create_head(head, backbone, classes=classes, backbone_weights=weights, input_tensor=x,
+                                    **dict(model_args or {}))
+
+
+def _segmentation_loss_and_metrics(classes):
+    """Per-pixel cross-entropy and mean IoU, both leaving out pixels marked 255 (VOC's 'ignore')."""
+    ignore = data_lib.IGNORE_LABEL
+    return dict(loss=keras.losses.SparseCategoricalCrossentropy(ignore_class=ignore),
+                metrics=[keras.metrics.MeanIoU(classes, sparse_y_pred=False, ignore_class=ignore, name="mean_iou")])
+
+
+def confusion_matrix(model, dataset, classes):
+    """(classes, classes) pixel counts, rows the true class, columns the predicted one; ignored pixels left out."""
+    predict = tf.function(lambda images: tf.argmax(model(images, training=False), axis=-1, output_type=tf.int32))
+    total = np.zeros((classes, classes), np.int64)
+    for images, masks in dataset:
+        truth = tf.cast(tf.reshape(masks, [-1]), tf.int32)
+        keep = truth != data_lib.IGNORE_LABEL
+        pairs = tf.boolean_mask(truth, keep) * classes + tf.boolean_mask(tf.reshape(predict(images), [-1]), keep)
+        total += tf.math.bincount(pairs, minlength=classes * classes, dtype=tf.int64).numpy().reshape(classes, classes)
+    return total
+
+
+def segmentation_scores(confusion):
+    """Per-class IoU (None for a class neither in the truth nor predicted), their mean, and pixel accuracy."""
+    hits = np.diag(confusion).astype(float)
+    union = confusion.sum(0) + confusion.sum(1) - hits
+    per_class = [float(h / u) if u else None for h, u in zip(hits, union)]
+    present = [v for v in per_class if v is not None]
+    return {"iou_per_class": per_class, "mean_iou": float(np.mean(present)) if present else 0.0,
+            "pixel_accuracy": float(hits.sum() / max(confusion.sum(), 1))}
+
+
+def plot_segmentation_samples(model, dataset, classes, path, count=4):
+    """A PNG of `count` evaluation images: the image, its mask and the model's, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    images, masks = next(iter(dataset.unbatch().batch(count)))
+    predicted = np.argmax(model.predict(images, verbose=0), axis=-1)
+    colours = plt.get_cmap("tab20", max(classes, 2))
+    figure, axes = plt.subplots(len(images), 3, figsize=(7.5, 2.5 * len(images)), squeeze=False)
+    for row, (image, mask, guess) in enumerate(zip(images.numpy(), masks.numpy(), predicted)):
+        for axis, picture, title in zip(axes[row], (image / 255.0, mask, guess), ("image", "mask", "predicted")):
+            if picture.ndim == 2:
+                axis.imshow(np.ma.masked_equal(picture, data_lib.IGNORE_LABEL), cmap=colours, vmin=-0.5,
+                            vmax=max(classes, 2) - 0.5, interpolation="nearest")
+            else:
+                axis.imshow(np.clip(picture, 0, 1))
+            axis.set_title(title if row == 0 else "")
+            axis.axis("off")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=80)
+    plt.close(figure)
+    atomic_write(path, lambda f: f.write(buffer.getvalue()), mode="wb")
 
 
 def _loss_and_metrics(classes, label_smoothing):
@@ -285,8 +350,8 @@ class EpochLine(keras.callbacks.Callback):
         say(f"epoch {epoch + 1}/{self.epochs}: {metrics} ({self.images_per_epoch / elapsed:.1f} img/s)")
 
 
-def plot_history(rows, path):
-    """training_curves.png: loss and accuracy per epoch, training and validation."""
+def plot_history(rows, path, metric="accuracy"):
+    """training_curves.png: loss and `metric` per epoch, training and validation."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -294,7 +359,7 @@ def plot_history(rows, path):
 
     epochs = [int(r["epoch"]) + 1 for r in rows]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, metric in zip(axes, ("loss", "accuracy")):
+    for ax, metric in zip(axes, ("loss", metric)):
         for prefix, style in (("", "-"), ("val_", "--")):
             key = prefix + metric
             if rows and key in rows[0]:
@@ -327,7 +392,7 @@ def _evenly_split(dataset, count, batch_size, replicas):
 
 
 # What a resumed run must share with the run it continues (the recipe may change: a lower --lr after a divergence).
-RESUME_KEYS = ("model", "data", "image_size", "batch_size", "weights", "freeze_backbone", "fine_tune_from",
+RESUME_KEYS = ("model", "backbone", "data", "image_size", "batch_size", "weights", "freeze_backbone", "fine_tune_from",
                "model_args", "mixed_precision", "seed", "color_jitter")
 
 
@@ -366,7 +431,7 @@ def start_output(output, overwrite, resume, class_names, settings):
     return created
 
 
-def train(model, data, *, image_size=None, epochs=10, batch_size=32, weights=None, freeze_backbone=False,
+def train(model, data, *, backbone=None, image_size=None, epochs=10, batch_size=32, weights=None, freeze_backbone=False,
           fine_tune_from=None, recipe="auto", optimizer=None, lr=None, label_smoothing=None, weight_decay=None,
           warmup_epochs=None, mixed_precision="auto", distribute="auto", output=None, resume=False, overwrite=False,
           min_crop_area=None, flip=None, color_jitter=False, validation_fraction=0.2, seed=0, verbose=1, model_args=None):
@@ -381,6 +446,13 @@ def train(model, data, *, image_size=None, epochs=10, batch_size=32, weights=Non
     AVX512_BF16/AMX-BF16, float32 elsewhere (see `kerasnets.precision`).
     `model_args` go to the registry builder (e.g. `{"batch_norm": True}` for
     nin, `{"depth_multiplier": 0.5}` for inception_v3).
+    A segmentation head's name (`fcn8s`, `fcn16s`, `fcn32s`, `unet`,
+    `deeplab_v3`; see `kerasnets.segmentation`) trains it on `backbone` (a
+    registry name; default the head's own) with `weights` as the backbone's,
+    on `data` in the ROOT/{train,test}/{images,masks} layout
+    (`data.load_segmentation`); metrics.json then holds `mean_iou`,
+    `iou_per_class` and `pixel_accuracy`, and `predictions.png` shows some
+    test images with their true and predicted masks.
     `model` computes in the run's precision; `model.keras` holds a float32
     copy (same weights). `history` is a keras History whose `.history` holds
     every epoch of the run, those before a resume included. See the module docstring for what is
@@ -391,6 +463,15 @@ def train(model, data, *, image_size=None, epochs=10, batch_size=32, weights=Non
             raise ValueError(f"{flag} must be a positive integer, got {value!r}")
     policy = precision_lib.resolve(mixed_precision)
     is_file = isinstance(model, str) and model.endswith(".keras")
+    segmenting = isinstance(model, str) and model in segmentation.HEADS
+    if backbone is not None and not segmenting:
+        raise ValueError(f"backbone={backbone!r} applies to segmentation heads {sorted(segmentation.HEADS)}; "
+                         f"model={model!r} is not one")
+    if segmenting:
+        backbone = backbone or segmentation.default_backbone(model)
+        label_smoothing = 0.0 if label_smoothing is None else label_smoothing
+        if label_smoothing:
+            raise ValueError(f"label_smoothing={label_smoothing}: segmentation trains without label smoothing")
     recipe = recipes.resolve(recipe, fine_tuning=is_file or weights is not None, frozen_backbone=freeze_backbone,
                              epochs=epochs,
                              optimizer=optimizer, lr=lr, weight_decay=weight_decay,
@@ -406,10 +487,12 @@ def train(model, data, *, image_size=None, epochs=10, batch_size=32, weights=Non
             raise ValueError(f"image_size={image_size}, but MODEL {model!r} takes {saved_size}x{saved_size} images")
         image_size = image_size or saved_size
     else:
-        config = registry.get_config(model)
+        config = registry.get_config(backbone if segmenting else model)
         image_size = image_size or config.default_size
         if image_size < config.min_size:
-            raise ValueError(f"image_size={image_size} is below {model}'s minimum {config.min_size}")
+            raise ValueError(f"image_size={image_size} is below {config.name}'s minimum {config.min_size}")
+        if segmenting:
+            segmentation.check_input_size(model, backbone, image_size, **dict(model_args or {}))
     output = output or os.path.join("runs", os.path.basename(str(model)).removesuffix(".keras"))
     # Multi-worker collectives must be set up before TensorFlow runs anything else.
     strategy = make_strategy(distribute)
@@ -419,7 +502,7 @@ def train(model, data, *, image_size=None, epochs=10, batch_size=32, weights=Non
         # Only the chief writes the run directory; the other workers write beside it, to be discarded.
         output = os.path.join(output, f"worker_{strategy.cluster_resolver.task_id}")
         overwrite = overwrite or not resume
-    settings = dict(model=str(model), data=str(data), image_size=image_size, epochs=epochs, batch_size=batch_size,
+    settings = dict(model=str(model), backbone=backbone, data=str(data), image_size=image_size, epochs=epochs, batch_size=batch_size,
                     weights=None if weights is None else str(weights), freeze_backbone=freeze_backbone,
                     fine_tune_from=fine_tune_from, recipe=dataclasses.asdict(recipe), color_jitter=color_jitter,
                     mixed_precision=policy, seed=seed, model_args=dict(model_args or {}))
@@ -430,31 +513,48 @@ def train(model, data, *, image_size=None, epochs=10, batch_size=32, weights=Non
         raise ValueError(f"batch_size={batch_size} (global) must be a multiple of the "
                          f"{strategy.num_replicas_in_sync} replicas")
     augmentation = data_lib.Augmentation(min_area=recipe.min_crop_area, flip=recipe.flip, color_jitter=color_jitter)
-    found = data_lib.load(data, image_size, batch_size, augmentation, validation_fraction, seed,
-                          drop_remainder=strategy.num_replicas_in_sync > 1)
+    if segmenting:
+        found = data_lib.load_segmentation(data, image_size, batch_size, augmentation, seed,
+                                           drop_remainder=strategy.num_replicas_in_sync > 1)
+    else:
+        found = data_lib.load(data, image_size, batch_size, augmentation, validation_fraction, seed,
+                              drop_remainder=strategy.num_replicas_in_sync > 1)
     classes = len(found.class_names)
-    say(f"data found: {found.train_count} training images in {classes} classes, {found.eval_count} for "
+    say(f"data found: {found.train_count} training images{' with masks' if segmenting else ''} in {classes} classes, "
+        f"{found.eval_count} for "
         f"evaluation ({found.eval_name}); {len(found.skipped)} unreadable skipped"
         + (f", e.g. {found.skipped[0]}" if found.skipped else ""))
-    one_hot = lambda image, label: (image, tf.one_hot(label, classes))  # noqa: E731
+    # Classifiers learn from one-hot labels (label smoothing needs them); masks stay class indices.
+    one_hot = (lambda image, mask: (image, mask)) if segmenting else (  # noqa: E731
+        lambda image, label: (image, tf.one_hot(label, classes)))
     train_ds = found.train.map(one_hot)
     eval_ds = _evenly_split(found.eval.map(one_hot), found.eval_count, batch_size, strategy.num_replicas_in_sync)
     say(f"{recipe.describe()}; precision {policy}")
+    hint = precision_lib.onednn_hint()
+    if hint:
+        say(f"note: {hint}")
 
     previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(policy)
     try:
         steps_per_epoch = max(1, -(-found.train_count // batch_size))
 
+        def loss_and_metrics():
+            if segmenting:
+                return _segmentation_loss_and_metrics(classes)
+            return _loss_and_metrics(classes, recipe.label_smoothing)
+
         def make_metrics():
-            spec = _loss_and_metrics(classes, recipe.label_smoothing)
+            spec = loss_and_metrics()
             return spec["loss"], spec["metrics"]
 
         with strategy.scope():
-            net = build_model(model, classes, image_size, weights, model_args=model_args)
+            if segmenting:
+                net = build_segmentation_model(model, backbone, classes, image_size, weights, model_args)
+            else:
+                net = build_model(model, classes, image_size, weights, model_args=model_args)
             frozen = freeze(net, freeze_backbone, fine_tune_from)
-            net.compile(optimizer=recipes.make_optimizer(recipe, steps_per_epoch, epochs),
-                        **_loss_and_metrics(classes, recipe.label_smoothing))
+            net.compile(optimizer=recipes.make_optimizer(recipe, steps_per_epoch, epochs), **loss_and_metrics())
         # Everything is checked and built: only now does the run directory appear.
         created = start_output(output, overwrite, resume, found.class_names, settings)
         trainable = sum(int(np.prod(v.shape)) for v in net.trainable_weights)
@@ -505,28 +605,34 @@ def train(model, data, *, image_size=None, epochs=10, batch_size=32, weights=Non
         # compiled and evaluated on its own, leaving the training model's compiled state alone.
         saved = keras.Model(saved.input, saved.output, name=saved.name)
         # The trained optimizer goes with it, so training can go on from the file.
-        saved.compile(optimizer=net.optimizer, **_loss_and_metrics(classes, recipe.label_smoothing))
+        saved.compile(optimizer=net.optimizer, **loss_and_metrics())
         if multi_worker:  # every image once, on each worker (Keras' evaluate fails under this strategy)
             results = distributed.evaluate(saved, found.eval.map(one_hot), *make_metrics())
         else:
             results = saved.evaluate(eval_ds, verbose=0, return_dict=True)
+        if segmenting:  # per-class IoU over every test pixel (Keras' MeanIoU gives the mean only)
+            results.update(segmentation_scores(confusion_matrix(saved, found.eval, classes)))
         rows = history_file.rows or []
         history.history = {k: [float(r[k]) for r in rows] for k in rows[0] if k != "epoch"} if rows else \
             history.history
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
 
-    metrics = {**{k: float(v) for k, v in results.items()}, "epochs": len(rows),
+    metrics = {**{k: v if k == "iou_per_class" else float(v) for k, v in results.items()}, "epochs": len(rows),
                "examples_per_second": epoch_line.images / epoch_line.seconds if epoch_line.seconds else None,
                "images_skipped": len(found.skipped), "train_images": found.train_count,
                "eval_images": found.eval_count, "eval_split": found.eval_name,
-               "eval_central_crop": data_lib.CENTRAL_FRACTION,
+               **({} if segmenting else {"eval_central_crop": data_lib.CENTRAL_FRACTION}),
                "batch_norm_statistics_batches": recomputed, "warnings": learning_check.warnings}
     atomic_write(os.path.join(output, "metrics.json"), lambda f: json.dump(metrics, f, indent=2))
     tmp_model = os.path.join(output, f".model-{os.getpid()}.keras")
     saved.save(tmp_model)
     os.replace(tmp_model, os.path.join(output, "model.keras"))
-    plot_history(rows, os.path.join(output, "training_curves.png"))
-    say(f"done: accuracy {metrics['accuracy']:.4f} on {found.eval_count} {found.eval_name} images; "
-        f"wrote {output}/model.keras, metrics.json, history.csv, training_curves.png, labels.txt")
+    headline = "mean_iou" if segmenting else "accuracy"
+    plot_history(rows, os.path.join(output, "training_curves.png"), headline)
+    if segmenting:
+        plot_segmentation_samples(saved, found.eval, classes, os.path.join(output, "predictions.png"))
+    say(f"done: {headline.replace('_', ' ')} {metrics[headline]:.4f} on {found.eval_count} {found.eval_name} images; "
+        f"wrote {output}/model.keras, metrics.json, history.csv, training_curves.png"
+        f"{', predictions.png' if segmenting else ''}, labels.txt")
     return net, history

@@ -8,6 +8,10 @@ os.environ["KERAS_HOME"] = tempfile.mkdtemp(prefix="kerasnets-keras-home-")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
+import importlib  # noqa: E402
+
+# kerasnets before TensorFlow, as a user's `kerasnets` command does: it picks TensorFlow's CPU kernels (oneDNN).
+importlib.import_module("kerasnets")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402

@@ -1,4 +1,4 @@
-"""Small real image folders for tests: scikit-learn's bundled digits (1,797 8x8 scans)."""
+"""Small real image folders for tests: scikit-learn's bundled digits (1,797 8x8 scans) and its two photos."""
 
 import os
 
@@ -61,3 +61,64 @@ def prepare_digits_as_tfds_mnist(data_dir, test_fraction=0.2, seed=0):
     OfflineMNIST(data_dir=str(data_dir)).download_and_prepare(
         download_config=tfds.download.DownloadConfig(try_download_gcs=False))
     return str(data_dir)
+
+
+def digits_on_photos(count, size=64, classes=2, seed=0, split="train", test_fraction=0.2, digits_per_image=(1, 3)):
+    """`count` (image, mask) pairs: scikit-learn's digits pasted onto random crops of its two photos.
+
+    Each digit is scaled to a random size (a quarter to a half of the side), given a random colour and pasted at a
+    random place; its stroke pixels (scan value >= 8 of 16) are labelled 1 (`classes=2`: stroke vs photo) or
+    1 + digit (`classes=11`); the photo is 0. Train and test draw on disjoint digit scans (the split of
+    `write_digits_folder`). Returns uint8 arrays (count, size, size, 3) and (count, size, size).
+    """
+    from sklearn.datasets import load_digits, load_sample_images
+
+    if classes not in (2, 11):
+        raise ValueError(f"classes must be 2 or 11, got {classes!r}")
+    digits = load_digits()
+    order = np.random.default_rng(0).permutation(len(digits.images))
+    cut = int(len(order) * test_fraction)
+    pool = order[:cut] if split == "test" else order[cut:]
+    photos = load_sample_images().images
+    rng = np.random.default_rng(seed + (1 if split == "test" else 0) * 7919)
+    images = np.empty((count, size, size, 3), "uint8")
+    masks = np.zeros((count, size, size), "uint8")
+    for n in range(count):
+        photo = photos[rng.integers(len(photos))]
+        side = int(rng.integers(size, min(photo.shape[:2]) + 1))  # a crop of `side` pixels, scaled to `size`
+        top, left = rng.integers(photo.shape[0] - side + 1), rng.integers(photo.shape[1] - side + 1)
+        crop = photo[top:top + side, left:left + side]
+        image = tf.image.resize(crop, (size, size), antialias=True).numpy()
+        for _ in range(rng.integers(digits_per_image[0], digits_per_image[1] + 1)):
+            index = pool[rng.integers(len(pool))]
+            glyph_side = int(rng.integers(size // 4, size // 2 + 1))
+            glyph = tf.image.resize(digits.images[index][..., None], (glyph_side, glyph_side),
+                                    method="nearest").numpy()[..., 0]
+            stroke = glyph >= 8
+            y, x = rng.integers(size - glyph_side + 1), rng.integers(size - glyph_side + 1)
+            region = image[y:y + glyph_side, x:x + glyph_side]
+            region[stroke] = rng.integers(0, 256, 3)
+            masks[n, y:y + glyph_side, x:x + glyph_side][stroke] = 1 if classes == 2 else 1 + digits.target[index]
+        images[n] = np.clip(np.round(image), 0, 255).astype("uint8")
+    return images, masks
+
+
+def write_segmentation_folder(root, images, masks, split):
+    """ROOT/SPLIT/images/NAME.(jpg|png) and ROOT/SPLIT/masks/NAME.png, the layout `kerasnets train` reads for
+    segmentation (every other image a JPEG, as users' folders mix them)."""
+    for folder in ("images", "masks"):
+        os.makedirs(os.path.join(root, split, folder), exist_ok=True)
+    for n, (image, mask) in enumerate(zip(images, masks)):
+        name = f"{split}_{n:04d}"
+        encoded = tf.io.encode_jpeg(image, quality=95) if n % 2 else tf.io.encode_png(image)
+        tf.io.write_file(os.path.join(root, split, "images", f"{name}.{'jpg' if n % 2 else 'png'}"), encoded)
+        tf.io.write_file(os.path.join(root, split, "masks", f"{name}.png"), tf.io.encode_png(mask[..., None]))
+    return root
+
+
+def write_digits_on_photos(root, classes=2, train=400, test=100, size=64, seed=0):
+    """The digits-on-photos segmentation set in the ROOT/{train,test}/{images,masks} layout."""
+    for split, count in (("train", train), ("test", test)):
+        images, masks = digits_on_photos(count, size, classes, seed, split)
+        write_segmentation_folder(root, images, masks, split)
+    return root

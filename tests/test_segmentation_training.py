@@ -1,0 +1,157 @@
+"""Segmentation data and training: the ROOT/{train,test}/{images,masks} layout, augmentation that keeps image and
+mask aligned, IoU as Keras computes it, and `kerasnets train unet` learning digits-on-photos with the defaults."""
+
+import json
+import os
+import shlex
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kerasnets import cli, data, training
+from image_folders import digits_on_photos, write_digits_on_photos, write_segmentation_folder
+import without_kerasnets
+
+README = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "README.md")
+
+
+@pytest.fixture(scope="module")
+def strokes(tmp_path_factory):
+    """Digits on photos, two classes (stroke vs photo), 64x64."""
+    return write_digits_on_photos(str(tmp_path_factory.mktemp("strokes")), classes=2, train=400, test=100)
+
+
+def test_digits_on_photos_label_the_strokes_they_paste():
+    images, masks = digits_on_photos(6, size=64, classes=11, seed=3)
+    assert images.shape == (6, 64, 64, 3) and images.dtype == np.uint8 and masks.shape == (6, 64, 64)
+    assert set(np.unique(masks)) - {0} and set(np.unique(masks)) <= set(range(11))
+    assert 0.02 < np.mean(masks > 0) < 0.5  # strokes are a minority, as objects in photos are
+    # Train and test draw different scans: the same seed gives different images.
+    test_images, _ = digits_on_photos(6, size=64, classes=11, seed=3, split="test")
+    assert not np.array_equal(images, test_images)
+
+
+def test_augmentation_moves_image_and_mask_together(tmp_path):
+    """Masks that are the image's own thresholded content stay that after random crops and flips."""
+    rng = np.random.default_rng(0)
+    images = np.zeros((8, 48, 40, 3), "uint8")
+    for image in images:  # a few bright rectangles, placed off-centre so a flip or shift shows
+        for _ in range(3):
+            y, x, h, w = rng.integers(0, 30), rng.integers(0, 24), rng.integers(6, 18), rng.integers(6, 16)
+            image[y:y + h, x:x + w] = 255
+    masks = (images[..., 0] > 127).astype("uint8")
+    for split in ("train", "test"):
+        write_segmentation_folder(str(tmp_path), images, masks, split)
+    found = data.load_segmentation(str(tmp_path), 32, 8, data.Augmentation(min_area=0.2, flip=True), seed=1)
+    assert found.class_names == ["0", "1"] and found.train_count == found.eval_count == 8
+    flips_seen = 0
+    for _ in range(3):  # epochs: new crops and flips each time
+        for batch_images, batch_masks in found.train:
+            thresholded = (batch_images.numpy()[..., 0] > 127).astype("uint8")
+            assert batch_masks.dtype == tf.uint8 and batch_masks.shape == thresholded.shape
+            # Bilinear image and nearest mask can disagree on the edge pixels only.
+            assert np.mean(thresholded == batch_masks.numpy()) > 0.97
+            mirrored = thresholded[:, :, ::-1] == batch_masks.numpy()
+            flips_seen += int(np.mean(mirrored) < 0.9)
+    assert flips_seen  # mirroring the image alone would have broken the pairing
+    for batch_images, batch_masks in found.eval:
+        assert np.mean((batch_images.numpy()[..., 0] > 127) == batch_masks.numpy()) > 0.97
+
+
+def test_segmentation_folders_that_do_not_pair_are_named(tmp_path):
+    images, masks = digits_on_photos(3, size=32)
+    for split in ("train", "test"):
+        write_segmentation_folder(str(tmp_path), images, masks, split)
+    os.remove(tmp_path / "train" / "masks" / "train_0001.png")
+    with pytest.raises(ValueError, match=r"train_0001 \(no mask\)"):
+        data.load_segmentation(str(tmp_path), 32, 2)
+    with pytest.raises(ValueError, match=r"needs train/ and test/ \(or val/\) folders, each with images/ and masks/; "
+                                         r"found \['images', 'masks'\]"):
+        data.load_segmentation(str(tmp_path / "train"), 32, 2)
+    with pytest.raises(FileNotFoundError, match="no such directory"):
+        data.load_segmentation(str(tmp_path / "nowhere"), 32, 2)
+    write_segmentation_folder(str(tmp_path), images, masks, "train")
+    (tmp_path / "labels.txt").write_text("photo\n")
+    with pytest.raises(ValueError, match="the masks hold class 1, but labels.txt names 1 classes"):
+        data.load_segmentation(str(tmp_path), 32, 2)
+    (tmp_path / "labels.txt").write_text("photo\nstroke\n")
+    assert data.load_segmentation(str(tmp_path), 32, 2).class_names == ["photo", "stroke"]
+
+
+def test_iou_per_class_is_keras_iou_with_ignored_pixels_left_out():
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 4, (6, 16, 16)).astype("uint8")
+    truth[:, :3] = data.IGNORE_LABEL
+    truth[truth == 3] = 2  # class 3 never occurs: no IoU for it unless predicted
+    logits = rng.normal(size=(6, 16, 16, 4)).astype("float32")
+    logits[..., 3] -= 10  # and never predicted
+    model = keras.Sequential([keras.Input((16, 16, 4)), keras.layers.Identity()])
+    scores = training.segmentation_scores(training.confusion_matrix(
+        model, tf.data.Dataset.from_tensor_slices((logits, truth)).batch(4), 4))
+    keep = truth != data.IGNORE_LABEL
+    for c in range(3):
+        reference = keras.metrics.IoU(4, [c], sparse_y_pred=False, ignore_class=data.IGNORE_LABEL)
+        reference.update_state(truth, logits)
+        assert scores["iou_per_class"][c] == pytest.approx(float(reference.result()), abs=1e-6)
+    assert scores["iou_per_class"][3] is None
+    reference = keras.metrics.MeanIoU(4, sparse_y_pred=False, ignore_class=data.IGNORE_LABEL)
+    reference.update_state(truth, logits)
+    assert scores["mean_iou"] == pytest.approx(float(reference.result()), abs=1e-6)
+    assert scores["pixel_accuracy"] == pytest.approx(np.mean(logits.argmax(-1)[keep] == truth[keep]))
+
+
+def test_segmentation_arguments_are_checked_before_any_work(strokes, tmp_path, capsys):
+    output = str(tmp_path / "run")
+    assert cli.main(["train", "unet", "--data", strokes, "--image-size", "70", "--output", output]) == 2
+    assert "image_size=70: unet on resnet18 needs a multiple of 32; the nearest valid size is 64" in \
+        capsys.readouterr().err
+    assert cli.main(["train", "resnet18", "--backbone", "vgg16", "--data", strokes, "--output", output]) == 2
+    assert "backbone='vgg16' applies to segmentation heads" in capsys.readouterr().err
+    assert cli.main(["train", "unet", "--backbone", "resnet19", "--data", strokes, "--output", output]) == 2
+    assert "resnet19" in capsys.readouterr().err
+    assert not os.path.exists(output)
+
+
+def readme_segmentation_command():
+    """The `kerasnets train` line of README's Segmentation section, its comment dropped."""
+    text = open(README, encoding="utf8").read()
+    section = text[text.index("### Segmentation"):text.index("## Training")]
+    lines = [line.split("#")[0].strip() for line in section.splitlines() if line.startswith("kerasnets train")]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def test_readmes_unet_command_learns_strokes_on_photos_with_the_defaults(strokes, tmp_path):
+    """README's command as written (2 classes: stroke vs photo); mean IoU >= 0.7 on the test split."""
+    argv = shlex.split(readme_segmentation_command().replace("ROOT", strokes).replace("runs/", f"{tmp_path}/"))
+    assert argv[:2] == ["kerasnets", "train"] and "--mixed-precision" not in argv and "--recipe" not in argv
+    output = argv[argv.index("--output") + 1]
+    assert cli.main(argv[1:] + ["--verbose", "0"]) == 0
+    metrics = json.load(open(os.path.join(output, "metrics.json")))
+    settings = json.load(open(os.path.join(output, "run.json")))
+    print(f"unet/resnet18 on digits-on-photos, 2 classes: mean IoU {metrics['mean_iou']:.4f}, per class "
+          f"{metrics['iou_per_class']}, pixel accuracy {metrics['pixel_accuracy']:.4f}")
+    assert metrics["mean_iou"] >= 0.7 and metrics["warnings"] == []
+    assert len(metrics["iou_per_class"]) == 2 and metrics["eval_images"] == 100
+    assert metrics["mean_iou"] == pytest.approx(np.mean(metrics["iou_per_class"]))
+    assert settings["backbone"] == "resnet18" and settings["recipe"]["label_smoothing"] == 0
+    for picture in ("training_curves.png", "predictions.png"):
+        assert open(os.path.join(output, picture), "rb").read()[:8] == b"\x89PNG\r\n\x1a\n"
+    # model.keras takes raw pixels, opens with plain Keras and scores every pixel.
+    images, masks = digits_on_photos(8, size=64, classes=2, split="test")
+    np.save(tmp_path / "images.npy", images.astype("float32"))
+    result = without_kerasnets.run(PLAIN_KERAS, os.path.join(output, "model.keras"), tmp_path / "images.npy",
+                                   tmp_path / "masks.npy")
+    assert result.returncode == 0, result.stderr[-3000:]
+    predicted = np.load(tmp_path / "masks.npy")
+    assert predicted.shape == (8, 64, 64)
+    assert np.mean(predicted == masks) > 0.9
+
+
+PLAIN_KERAS = """
+import keras, numpy as np
+model = keras.saving.load_model(sys.argv[1])
+np.save(sys.argv[3], model.predict(np.load(sys.argv[2]), verbose=0).argmax(-1))
+"""
