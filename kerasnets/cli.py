@@ -76,6 +76,13 @@ def cmd_export(args):
 def cmd_predict(args):
     from kerasnets import export
 
+    if args.output is not None:  # a segmenter: masks and overlays
+        for path, mask, overlay, fractions in export.segment(args.artifact, args.images, args.output, args.overwrite,
+                                                             args.precision):
+            shares = ", ".join(f"{label} {share:.1%}" for label, share in sorted(fractions.items(),
+                                                                                 key=lambda item: -item[1]))
+            print(f"{path}: {mask}, {overlay} ({shares})")
+        return
     for path, top in zip(args.images, export.predict(args.artifact, args.images, args.top_k, args.precision)):
         print(f"{path}: " + ", ".join(f"{label} {score:.4f}" for label, score in top))
 
@@ -178,12 +185,16 @@ def make_parser():
     exporting.add_argument("--no-verify", action="store_true", help="skip running the artifact against Keras")
     exporting.set_defaults(func=cmd_export)
 
-    predicting = sub.add_parser("predict", help="top-k labels for images, from a .keras, SavedModel or .tflite")
+    predicting = sub.add_parser("predict", help="top-k labels for images (a segmenter: masks, with --output), from a "
+                                                ".keras, SavedModel or .tflite")
     predicting.add_argument("artifact")
     predicting.add_argument("images", nargs="+", metavar="IMAGE")
     predicting.add_argument("--top-k", type=_positive_int, default=5)
     predicting.add_argument("--precision", choices=precision.CHOICES, default="off",
                             help="compute precision of a .keras model (bfloat16: faster on CPUs with AVX512_BF16)")
+    predicting.add_argument("--output", default=None, metavar="DIR",
+                            help="segmenters: write NAME_mask.png (class per pixel) and NAME_overlay.png here")
+    predicting.add_argument("--overwrite", action="store_true", help="replace masks and overlays already in --output")
     predicting.set_defaults(func=cmd_predict)
 
     listing = sub.add_parser("list", help="registered models")

@@ -34,6 +34,8 @@ from kerasnets.options import EXPORT_FORMATS as FORMATS, QUANTIZATIONS
 # Verification tolerances: max |probability difference| for float formats, top-1 agreement otherwise.
 MAX_ABS_DIFF = {("saved_model", "none"): 1e-5, ("tflite", "none"): 1e-4, ("tflite", "float16"): 1e-2}
 MIN_TOP1_AGREEMENT = {("tflite", "dynamic"): 0.9, ("tflite", "int8"): 0.8}
+# Segmenters: each pixel is an example (its class scores a row), and quantized ones must agree on more pixels.
+MIN_PIXEL_AGREEMENT = {("tflite", "dynamic"): 0.95, ("tflite", "int8"): 0.95}
 # Classes whose Keras probabilities are closer than one step of an 8-bit probability are a tie that a quantized
 # model may order either way: answering either one agrees. (A barely trained model has many such ties; counting
 # them as disagreements failed sound int8 exports of a 4-epoch NIN at 0.61-0.75 top-1 agreement.)
@@ -60,9 +62,25 @@ def load_model(model, weights=None, model_args=None):
     return net, model, None
 
 
+def is_segmenter(model):
+    """Whether `model` scores every pixel (output batch x height x width x classes) rather than the image."""
+    return len(model.output_shape) == 4
+
+
+def prepare_image(image, size, segmenter):
+    """A decoded image as the model takes it: a classifier's central crop, a segmenter's whole image, resized."""
+    if segmenter:
+        return tf.image.resize(tf.cast(image, tf.float32), (size, size))
+    return data_lib.eval_transform(image, size)
+
+
 def sample_images(model, data, count=32, seed=0):
     """Evaluation images (raw pixels) from `data`, or synthetic ones when there is none."""
     size = model.input_shape[1]
+    if data is not None and is_segmenter(model):
+        found = data_lib.load_segmentation(data, size, count)
+        images, masks = zip(*[(x.numpy(), y.numpy()) for x, y in found.eval])
+        return np.clip(np.concatenate(images), 0, 255), np.concatenate(masks)
     if data is None:
         rng = np.random.default_rng(seed)
         smooth = tf.image.resize(rng.uniform(0, 255, (count, 4, 4, 3)).astype("float32"), (size, size)).numpy()
@@ -77,7 +95,8 @@ def sample_images(model, data, count=32, seed=0):
 
 
 def representative_images(model, data, count=200):
-    found = data_lib.load(data, model.input_shape[1], 1)
+    load = data_lib.load_segmentation if is_segmenter(model) else data_lib.load
+    found = load(data, model.input_shape[1], 1)
     return found.train.take(count)
 
 
@@ -90,7 +109,8 @@ def _write_saved_model(model, path):
 
     def from_bytes(image_bytes):
         def decode(contents):
-            return data_lib.eval_transform(tf.io.decode_image(contents, channels=3, expand_animations=False), size[0])
+            return prepare_image(tf.io.decode_image(contents, channels=3, expand_animations=False), size[0],
+                                 is_segmenter(model))
 
         images = tf.map_fn(decode, image_bytes, fn_output_signature=tf.TensorSpec((*size, 3), tf.float32))
         return {"probabilities": model(images, training=False)}
@@ -207,19 +227,25 @@ def compare(expected, got, fmt, quantize):
     Float formats must match Keras' probabilities within MAX_ABS_DIFF; quantized
     ones must pick Keras' top class, or one within TIE of it, on enough images.
     """
+    images, segmenter = int(len(expected)), expected.ndim == 4
+    if segmenter:  # every pixel a row of class scores
+        expected, got = expected.reshape(-1, expected.shape[-1]), got.reshape(-1, got.shape[-1])
     picked = np.argmax(got, -1)
     chosen = np.take_along_axis(expected, picked[:, None], -1)[:, 0]
     figures = {"max_abs_diff": float(np.max(np.abs(expected - got))),
                "top1_agreement": float(np.mean(np.argmax(expected, -1) == picked)),
                "top1_agreement_within_ties": float(np.mean(chosen >= expected.max(-1) - TIE)),
-               "images": int(len(expected))}
+               "images": images}
+    if segmenter:
+        figures["pixels"] = int(len(expected))
     key = (fmt, quantize)
     if key in MAX_ABS_DIFF:
         figures["tolerance"] = {"max_abs_diff": MAX_ABS_DIFF[key]}
         ok = figures["max_abs_diff"] <= MAX_ABS_DIFF[key]
     else:
-        figures["tolerance"] = {"top1_agreement_within_ties": MIN_TOP1_AGREEMENT[key]}
-        ok = figures["top1_agreement_within_ties"] >= MIN_TOP1_AGREEMENT[key]
+        minimum = (MIN_PIXEL_AGREEMENT if segmenter else MIN_TOP1_AGREEMENT)[key]
+        figures["tolerance"] = {"top1_agreement_within_ties": minimum}
+        ok = figures["top1_agreement_within_ties"] >= minimum
     return figures, ok
 
 
@@ -268,11 +294,12 @@ def export(model, format="saved_model", quantize="none", data=None, weights=None
         _write_saved_model(net, staging)
         if format == "tflite":
             representative = representative_images(net, data, representative_count) if quantize == "int8" else None
+            describe = tflite_metadata.segmenter_metadata if is_segmenter(net) else tflite_metadata.classifier_metadata
+            kind = "image segmenter" if is_segmenter(net) else "image classifier"
             content = tflite_metadata.populate(
                 _tflite_bytes(staging, quantize, representative),
-                tflite_metadata.classifier_metadata(
-                    name, f"{name}: image classifier, {classes} classes ({quantize} quantization)", version=created,
-                    author=f"kerasnets {__version__}", labels=labels),
+                describe(name, f"{name}: {kind}, {classes} classes ({quantize} quantization)", version=created,
+                         author=f"kerasnets {__version__}", labels=labels),
                 {tflite_metadata.LABELS_FILE: ("\n".join(labels) + "\n").encode("utf8")} if labels else None)
             with open(tmp, "wb") as f:
                 f.write(content)
@@ -282,6 +309,7 @@ def export(model, format="saved_model", quantize="none", data=None, weights=None
                 "format": format, "quantization": quantize, "input": {
                     "shape": [None, *net.input_shape[1:]],
                     "dtype": "uint8" if quantize == "int8" else "float32", "range": [0, 255], "color": "RGB"},
+                "task": "segmentation" if is_segmenter(net) else "classification",
                 "classes": classes, "labels": labels, "kerasnets": __version__, "created": created}
         if verify:
             card["verification"] = _verify(net, tmp, format, quantize, data)
@@ -313,7 +341,9 @@ def _verify(net, artifact, fmt, quantize, data):
     images = np.round(sample_images(net, data)[0])
     expected = net.predict(images, verbose=0)
     runtimes = {"tensorflow": lambda: run_artifact(artifact, fmt)} if fmt == "saved_model" else {
-        "litert": lambda: TFLiteRunner(artifact), "mediapipe": lambda: MediaPipeClassifier(artifact, len(expected[0]))}
+        "litert": lambda: TFLiteRunner(artifact)}
+    if fmt == "tflite" and not is_segmenter(net):
+        runtimes["mediapipe"] = lambda: MediaPipeClassifier(artifact, len(expected[0]))
     results = {}
     for runtime, start in runtimes.items():
         run = start()
@@ -324,7 +354,8 @@ def _verify(net, artifact, fmt, quantize, data):
                 run.close()
         figures, ok = compare(expected, got, fmt, quantize)
         results[runtime] = figures
-        say(f"verified in {runtime} on {figures['images']} images: max |diff| {figures['max_abs_diff']:.2e}, "
+        per_pixel = f" ({figures['pixels']:,} pixels)" if "pixels" in figures else ""
+        say(f"verified in {runtime} on {figures['images']} images{per_pixel}: max |diff| {figures['max_abs_diff']:.2e}, "
             f"top-1 agreement {figures['top1_agreement']:.3f}, {figures['top1_agreement_within_ties']:.3f} counting "
             f"near-ties (tolerance {figures['tolerance']})")
         if not ok:
@@ -371,7 +402,8 @@ def artifact_size(path):
 
 
 def open_artifact(path, fmt=None, precision="off"):
-    """(images -> probabilities, input size) for a SavedModel directory, a .tflite or a .keras file.
+    """(images -> probabilities, input size, whether it is a segmenter) for a SavedModel directory, a .tflite or a
+    .keras file.
 
     `precision` ("off", "bfloat16", "float16", "auto") is the compute precision of a .keras model
     (see `kerasnets.precision.with_precision`); exported artifacts run as they were exported.
@@ -380,14 +412,15 @@ def open_artifact(path, fmt=None, precision="off"):
     if fmt == "saved_model":
         serve = tf.saved_model.load(path).signatures["serving_default"]
         size = int(serve.structured_input_signature[1]["images"].shape[1])
-        return lambda images: serve(images=tf.constant(images, tf.float32))["probabilities"].numpy(), size
+        segmenter = serve.structured_outputs["probabilities"].shape.rank == 4
+        return lambda images: serve(images=tf.constant(images, tf.float32))["probabilities"].numpy(), size, segmenter
     if fmt == "tflite":
         runner = TFLiteRunner(path)
-        return runner, runner.input_size
+        return runner, runner.input_size, len(runner.output["shape"]) == 4
     model = load_model_file(path)
     if precision_lib.resolve(precision) != "float32":
         model = precision_lib.with_precision(model, precision)
-    return lambda images: model.predict(images, verbose=0), int(model.input_shape[1])
+    return lambda images: model.predict(images, verbose=0), int(model.input_shape[1]), is_segmenter(model)
 
 
 def run_artifact(path, fmt=None):
@@ -406,19 +439,84 @@ def predict(artifact, images, top_k=5, precision="off"):
     precision_lib.resolve(precision)  # a bad value is refused before any work
     if precision != "off" and not str(artifact).endswith(".keras"):
         raise ValueError(f"--precision {precision!r} applies to .keras models; {artifact!r} runs as it was exported")
-    run, size = open_artifact(artifact, precision=precision)
-    batch = []
-    for path in images:
-        try:
-            contents = tf.io.read_file(path)
-            batch.append(data_lib.eval_transform(
-                tf.io.decode_image(contents, channels=3, expand_animations=False), size).numpy())
-        except (tf.errors.OpError, ValueError) as e:
-            raise ValueError(f"IMAGE {path!r} is not a readable image ({type(e).__name__})") from None
-    probabilities = run(np.stack(batch))
+    run, size, segmenter = open_artifact(artifact, precision=precision)
+    if segmenter:
+        raise ValueError(f"ARTIFACT {artifact!r} is a segmenter: use segment() (`kerasnets predict ... --output DIR` "
+                         "writes its masks)")
+    originals = _read_images(images)
+    probabilities = run(np.stack([prepare_image(image, size, False).numpy() for image in originals]))
     labels = artifact_labels(artifact)
     results = []
     for row in probabilities:
         top = np.argsort(row)[::-1][:top_k]
         results.append([(labels[i] if labels and i < len(labels) else str(i), float(row[i])) for i in top])
+    return results
+
+
+def _read_images(paths):
+    """Decoded RGB images (uint8 tensors of their own sizes); a clear error naming a file that is not one."""
+    decoded = []
+    for path in paths:
+        try:
+            decoded.append(tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False))
+        except (tf.errors.OpError, ValueError) as e:
+            raise ValueError(f"IMAGE {path!r} is not a readable image ({type(e).__name__})") from None
+    return decoded
+
+
+def palette(classes):
+    """One RGB colour per class (uint8, classes x 3): black for class 0 (background), then PASCAL VOC's colours
+    (bit-interleaved class index), which users of segmentation tools know."""
+    colours = np.zeros((max(classes, 1), 3), np.uint8)
+    for index in range(classes):
+        label, colour = index, [0, 0, 0]
+        for shift in range(7, -1, -1):
+            for channel in range(3):
+                colour[channel] |= ((label >> channel) & 1) << shift
+            label >>= 3
+        colours[index] = colour
+    return colours
+
+
+def segment(artifact, images, output, overwrite=False, precision="off", alpha=0.5):
+    """Masks for image files from a segmentation artifact (.keras, SavedModel or .tflite).
+
+    Each image is resized whole to the model's input; the class scores are resized back to the image's own size
+    (bilinear) before the argmax, so the mask has the image's size. Writes `output/NAME_mask.png` (class index per
+    pixel) and `output/NAME_overlay.png` (the image with the classes' colours blended in at `alpha`; class 0
+    left clear); nothing is replaced without `overwrite`. Returns `[(image, mask path, overlay path,
+    {label: fraction of pixels})]`.
+    """
+    if not os.path.exists(artifact):
+        raise FileNotFoundError(f"ARTIFACT {artifact!r}: no such file or directory")
+    precision_lib.resolve(precision)
+    if precision != "off" and not str(artifact).endswith(".keras"):
+        raise ValueError(f"--precision {precision!r} applies to .keras models; {artifact!r} runs as it was exported")
+    names = [os.path.splitext(os.path.basename(path))[0] for path in images]
+    targets = [(os.path.join(output, f"{n}_mask.png"), os.path.join(output, f"{n}_overlay.png")) for n in names]
+    if len(set(names)) < len(names):
+        raise ValueError(f"IMAGES: two files share a name ({sorted(names)}); their masks would overwrite each other")
+    existing = [p for pair in targets for p in pair if os.path.exists(p)]
+    if existing and not overwrite:
+        raise FileExistsError(f"--output {output!r}: {existing[0]!r} exists; pass --overwrite to replace it")
+    run, size, segmenter = open_artifact(artifact, precision=precision)
+    if not segmenter:
+        raise ValueError(f"ARTIFACT {artifact!r} is a classifier, not a segmenter; drop --output to get its top-k")
+    originals = _read_images(images)
+    probabilities = run(np.stack([prepare_image(image, size, True).numpy() for image in originals]))
+    labels = artifact_labels(artifact) or [str(i) for i in range(probabilities.shape[-1])]
+    colours = palette(probabilities.shape[-1])
+    os.makedirs(output, exist_ok=True)
+    results = []
+    for image, scores, (mask_path, overlay_path), path in zip(originals, probabilities, targets, images):
+        full = tf.image.resize(scores, tf.shape(image)[:2]).numpy()
+        mask = np.argmax(full, -1).astype(np.uint8)
+        blend = np.where(mask[..., None] > 0, alpha, 0.0)
+        overlay = np.round(image.numpy() * (1 - blend) + colours[mask] * blend).astype(np.uint8)
+        for target, picture in ((mask_path, mask[..., None]), (overlay_path, overlay)):
+            encoded = tf.io.encode_png(picture).numpy()
+            atomic_write(target, lambda f, data=encoded: f.write(data), mode="wb")
+        counts = np.bincount(mask.ravel(), minlength=len(colours)) / mask.size
+        results.append((path, mask_path, overlay_path,
+                        {labels[i] if i < len(labels) else str(i): float(f) for i, f in enumerate(counts) if f}))
     return results

@@ -62,6 +62,26 @@ def classifier_metadata(name, description, version, author, labels=None, mean=(0
                              subgraphMetadata=[subgraph], minParserVersion=MIN_PARSER_VERSION)
 
 
+def segmenter_metadata(name, description, version, author, labels=None, mean=(0.0,), std=(1.0,)):
+    """The metadata of an image segmenter: RGB image in, one score per class and pixel out.
+
+    The output is described as the TFLite Support library's segmenter writer
+    describes it (a grayscale image whose height and width are dimensions 1 and
+    2, class labels on the last axis); the input as `classifier_metadata`'s.
+    """
+    md, _ = _schemas()
+    model = classifier_metadata(name, description, version, author, labels, mean, std)
+    masks = md.TensorMetadataT(
+        name="segmentation_masks", description="Probability of each class at each pixel (softmax over the last axis)",
+        content=md.ContentT(contentPropertiesType=md.ContentProperties.ImageProperties,
+                            contentProperties=md.ImagePropertiesT(colorSpace=md.ColorSpaceType.GRAYSCALE),
+                            range=md.ValueRangeT(min=1, max=2)),
+        associatedFiles=[md.AssociatedFileT(name=LABELS_FILE, description="One label per class, in score order",
+                                            type=md.AssociatedFileType.TENSOR_AXIS_LABELS)] if labels else None)
+    model.subgraphMetadata[0].outputTensorMetadata = [masks]
+    return model
+
+
 def populate(model_bytes, metadata, files=None):
     """`model_bytes` (a .tflite) with `metadata` (a ModelMetadataT) and `files` ({name: bytes}) packed in."""
     import flatbuffers

@@ -99,13 +99,15 @@ def build_model(model, classes, image_size, weights=None, dropout_rate=0.2, mode
     return functional(inputs, y, name=base.name)
 
 
-def build_segmentation_model(head, backbone, classes, image_size, weights=None, model_args=None):
+def build_segmentation_model(head, backbone, classes, image_size, weights=None, model_args=None,
+                             freeze_backbone=False):
     """A segmentation head (`segmentation.HEADS`) on `backbone` for raw RGB [0, 255] pixels (the backbone's
-    normalisation as its first layer); `weights` are the backbone's, `model_args` the head's and backbone's options."""
+    normalisation as its first layer); `weights` are the backbone's, `model_args` the head's and backbone's options;
+    `freeze_backbone` fixes the backbone (the head, decoder included, trains)."""
     config = registry.get_config(backbone)
     inputs, x = kn_layers.raw_pixel_input(image_size, config.preprocessing_for(weights))
     return segmentation.create_head(head, backbone, classes=classes, backbone_weights=weights, input_tensor=x,
-                                    **dict(model_args or {}))
+                                    freeze_backbone=freeze_backbone, **dict(model_args or {}))
 
 
 def _segmentation_loss_and_metrics(classes):
@@ -392,8 +394,8 @@ def _evenly_split(dataset, count, batch_size, replicas):
 
 
 # What a resumed run must share with the run it continues (the recipe may change: a lower --lr after a divergence).
-RESUME_KEYS = ("model", "backbone", "data", "image_size", "batch_size", "weights", "freeze_backbone", "fine_tune_from",
-               "model_args", "mixed_precision", "seed", "color_jitter")
+RESUME_KEYS = ("model", "backbone", "data", "image_size", "batch_size", "weights", "freeze_backbone",
+               "fine_tune_from", "model_args", "mixed_precision", "seed", "color_jitter")
 
 
 def check_output(output, resume, overwrite, settings):
@@ -549,11 +551,14 @@ def train(model, data, *, backbone=None, image_size=None, epochs=10, batch_size=
             return spec["loss"], spec["metrics"]
 
         with strategy.scope():
-            if segmenting:
-                net = build_segmentation_model(model, backbone, classes, image_size, weights, model_args)
+            if segmenting:  # the head freezes its own backbone: everything but the classifier would be too much
+                net = build_segmentation_model(model, backbone, classes, image_size, weights, model_args,
+                                               freeze_backbone)
+                frozen = freeze(net, fine_tune_from=fine_tune_from) | {
+                    layer.name for layer in net.layers if not layer.trainable and layer.weights}
             else:
                 net = build_model(model, classes, image_size, weights, model_args=model_args)
-            frozen = freeze(net, freeze_backbone, fine_tune_from)
+                frozen = freeze(net, freeze_backbone, fine_tune_from)
             net.compile(optimizer=recipes.make_optimizer(recipe, steps_per_epoch, epochs), **loss_and_metrics())
         # Everything is checked and built: only now does the run directory appear.
         created = start_output(output, overwrite, resume, found.class_names, settings)

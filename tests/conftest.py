@@ -19,7 +19,8 @@ import tensorflow as tf  # noqa: E402
 from image_folders import write_digits_folder  # noqa: E402
 
 # The longest files start first, so that the two workers (pytest.ini) finish together.
-LONGEST_FIRST = ("test_training_readme.py", "test_training_distributed.py", "test_training.py", "test_conformance.py")
+LONGEST_FIRST = ("test_training_readme.py", "test_training.py", "test_training_distributed.py",
+                 "test_segmentation_training.py", "test_conformance.py", "test_slim_nets.py")
 
 
 def pytest_collection_modifyitems(items):

@@ -24,3 +24,13 @@ def test_gpu_benchmark_smoke_mode(tmp_path):
         assert row["float32"] > 0 and row["mixed_float16"] > 0
         assert math.isclose(row["ratio"], row["mixed_float16"] / row["float32"])
     assert "| resnet18 | 32 | 2 | train |" in process.stdout
+
+
+def test_onednn_benchmark_smoke_mode():
+    """Each setting runs in its own process, and each process really runs with the setting it was given."""
+    process = subprocess.run([sys.executable, os.path.join(BENCHMARKS, "onednn.py"), "--smoke", "--repeats", "1"],
+                             capture_output=True, text=True, timeout=600)
+    assert process.returncode == 0, process.stderr[-3000:]
+    lines = process.stdout.splitlines()
+    assert lines[0] == "| measure | oneDNN off | oneDNN on | on / off speed |"
+    assert any(line.startswith("| resnet18 training at 32x32, img/s |") for line in lines)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kerasnets import cli, data, training
+from kerasnets import cli, data, export, tflite_metadata, training
 from image_folders import digits_on_photos, write_digits_on_photos, write_segmentation_folder
 import without_kerasnets
 
@@ -102,6 +102,15 @@ def test_iou_per_class_is_keras_iou_with_ignored_pixels_left_out():
     assert scores["pixel_accuracy"] == pytest.approx(np.mean(logits.argmax(-1)[keep] == truth[keep]))
 
 
+def test_a_frozen_backbone_leaves_the_whole_head_to_train():
+    model = training.build_segmentation_model("unet", "resnet18", 3, 64, freeze_backbone=True)
+    frozen = {layer.name for layer in model.layers if layer.weights and not layer.trainable}
+    trained = {layer.name for layer in model.layers if layer.weights and layer.trainable}
+    assert "conv1.Conv2D" in frozen and "block4.unit_2.basic.conv2" in frozen
+    assert {"decoder.stage1.conv1", "decoder.stage5.conv2.BatchNorm", "Logits"} <= trained
+    assert all(name.startswith(("decoder.", "Logits")) for name in trained)
+
+
 def test_segmentation_arguments_are_checked_before_any_work(strokes, tmp_path, capsys):
     output = str(tmp_path / "run")
     assert cli.main(["train", "unet", "--data", strokes, "--image-size", "70", "--output", output]) == 2
@@ -114,21 +123,37 @@ def test_segmentation_arguments_are_checked_before_any_work(strokes, tmp_path, c
     assert not os.path.exists(output)
 
 
-def readme_segmentation_command():
-    """The `kerasnets train` line of README's Segmentation section, its comment dropped."""
+def readme_segmentation_commands():
+    """The `kerasnets` lines of README's Segmentation section (train, export, predict), comments dropped."""
     text = open(README, encoding="utf8").read()
     section = text[text.index("### Segmentation"):text.index("## Training")]
-    lines = [line.split("#")[0].strip() for line in section.splitlines() if line.startswith("kerasnets train")]
-    assert len(lines) == 1, lines
-    return lines[0]
+    lines = [line.split("#")[0].strip() for line in section.splitlines() if line.startswith("kerasnets ")]
+    assert [line.split()[1] for line in lines] == ["train", "export", "predict"], lines
+    return lines
 
 
-def test_readmes_unet_command_learns_strokes_on_photos_with_the_defaults(strokes, tmp_path):
+def readme_argv(command, **replacements):
+    """A README command line as argv for cli.main, its placeholders (ROOT, runs/, ...) replaced."""
+    for placeholder, value in replacements.items():
+        command = command.replace(placeholder, value)
+    argv = shlex.split(command)
+    assert argv[0] == "kerasnets"
+    return argv[1:]
+
+
+@pytest.fixture(scope="module")
+def unet_run(strokes, tmp_path_factory):
+    """README's command as written, on the two-class digits-on-photos set; the run directory."""
+    runs = tmp_path_factory.mktemp("runs")
+    argv = readme_argv(readme_segmentation_commands()[0], ROOT=strokes, **{"runs/": f"{runs}/"})
+    assert "--mixed-precision" not in argv and "--recipe" not in argv
+    assert cli.main(argv + ["--verbose", "0"]) == 0
+    return argv[argv.index("--output") + 1]
+
+
+def test_readmes_unet_command_learns_strokes_on_photos_with_the_defaults(unet_run, tmp_path):
     """README's command as written (2 classes: stroke vs photo); mean IoU >= 0.7 on the test split."""
-    argv = shlex.split(readme_segmentation_command().replace("ROOT", strokes).replace("runs/", f"{tmp_path}/"))
-    assert argv[:2] == ["kerasnets", "train"] and "--mixed-precision" not in argv and "--recipe" not in argv
-    output = argv[argv.index("--output") + 1]
-    assert cli.main(argv[1:] + ["--verbose", "0"]) == 0
+    output = unet_run
     metrics = json.load(open(os.path.join(output, "metrics.json")))
     settings = json.load(open(os.path.join(output, "run.json")))
     print(f"unet/resnet18 on digits-on-photos, 2 classes: mean IoU {metrics['mean_iou']:.4f}, per class "
@@ -155,3 +180,72 @@ import keras, numpy as np
 model = keras.saving.load_model(sys.argv[1])
 np.save(sys.argv[3], model.predict(np.load(sys.argv[2]), verbose=0).argmax(-1))
 """
+
+
+def test_int8_tflite_of_the_trained_unet_agrees_with_keras_pixel_by_pixel(unet_run, strokes, tmp_path,
+                                                                         monkeypatch):
+    """README's export command as written (into saved_models/ of the working directory)."""
+    monkeypatch.chdir(tmp_path)
+    argv = readme_argv(readme_segmentation_commands()[1], ROOT=strokes, **{"runs/unet": unet_run})
+    assert cli.main(argv) == 0
+    path = os.path.join("saved_models", "unet", "unet_int8.tflite")
+    card = json.load(open(export.card_path(path)))
+    assert card["task"] == "segmentation" and card["classes"] == 2 and card["labels"] == ["0", "1"]
+    assert card["verification"]["litert"]["pixels"] == 100 * 64 * 64
+    # Independently: every test image through LiteRT and through Keras.
+    images, _ = export.sample_images(keras.saving.load_model(os.path.join(unet_run, "model.keras")), strokes)
+    keras_masks = keras.saving.load_model(os.path.join(unet_run, "model.keras")).predict(images, verbose=0).argmax(-1)
+    runner = export.TFLiteRunner(path)
+    assert runner.input["dtype"] == np.uint8
+    lite_masks = runner(np.round(images)).argmax(-1)
+    agreement = float(np.mean(lite_masks == keras_masks))
+    print(f"unet/resnet18 int8 TFLite vs Keras on the test split: pixel agreement {agreement:.4f}, "
+          f"{card['size_bytes'] / 1e6:.2f} MB")
+    assert agreement >= 0.98
+    metadata = tflite_metadata.read(open(path, "rb").read())
+    assert metadata["labels"] == ["0", "1"]
+
+
+def test_predict_writes_a_mask_and_an_overlay_per_image(unet_run, strokes, tmp_path, capsys, monkeypatch):
+    """README's predict command as written, then more images and the refusals."""
+    monkeypatch.chdir(tmp_path)
+    model_path = os.path.join(unet_run, "model.keras")
+    folder = os.path.join(strokes, "test", "images")
+    files = [os.path.join(folder, name) for name in sorted(os.listdir(folder))[:2]]
+    tf.io.write_file("photo.jpg", tf.io.encode_jpeg(tf.io.decode_image(tf.io.read_file(files[0]), channels=3)))
+    assert cli.main(readme_argv(readme_segmentation_commands()[2], **{"runs/unet": unet_run})) == 0
+    assert capsys.readouterr().out.startswith("photo.jpg: masks/photo_mask.png, masks/photo_overlay.png (0 ")
+    assert os.path.exists("masks/photo_overlay.png")
+    wide = str(tmp_path / "wide.png")  # not the model's size: the mask comes back at the image's own size
+    tf.io.write_file(wide, tf.io.encode_png(tf.image.resize(tf.io.decode_image(tf.io.read_file(files[0]),
+                                                                              channels=3), (64, 128)).numpy()
+                                            .round().astype("uint8")))
+    out = str(tmp_path / "more")
+    assert cli.main(["predict", model_path, *files, wide, "--output", out]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3 and all("_mask.png" in line and "_overlay.png" in line for line in lines)
+    model = keras.saving.load_model(model_path)
+    for path in files:
+        name = os.path.splitext(os.path.basename(path))[0]
+        mask = tf.io.decode_png(tf.io.read_file(os.path.join(out, f"{name}_mask.png"))).numpy()[..., 0]
+        image = tf.io.decode_image(tf.io.read_file(path), channels=3).numpy()
+        # At the model's own size the mask is the model's argmax, pixel for pixel.
+        np.testing.assert_array_equal(mask, model.predict(image[None].astype("float32"), verbose=0)[0].argmax(-1))
+        overlay = tf.io.decode_png(tf.io.read_file(os.path.join(out, f"{name}_overlay.png"))).numpy()
+        np.testing.assert_array_equal(overlay[mask == 0], image[mask == 0])  # the background is left clear
+        assert overlay.shape == image.shape
+    assert tf.io.decode_png(tf.io.read_file(os.path.join(out, "wide_mask.png"))).shape == (64, 128, 1)
+    # Nothing is replaced without --overwrite; a classifier's file is refused with --output.
+    assert cli.main(["predict", model_path, files[0], "--output", out]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert cli.main(["predict", model_path, files[0]]) == 2
+    assert "is a segmenter" in capsys.readouterr().err
+
+
+def test_the_overlay_palette_is_pascal_vocs():
+    # PASCAL VOC's published colours: background, aeroplane, bicycle, bird, ..., person (15).
+    colours = export.palette(21)
+    assert colours[:4].tolist() == [[0, 0, 0], [128, 0, 0], [0, 128, 0], [128, 128, 0]]
+    assert colours[15].tolist() == [192, 128, 128] and colours[20].tolist() == [0, 64, 128]
+
+
