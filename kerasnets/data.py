@@ -195,11 +195,6 @@ def eval_transform(image, size):
 IGNORE_LABEL = 255
 
 
-@dataclasses.dataclass
-class SegmentationData(Data):
-    pass
-
-
 def _list_pairs(split_root):
     """(image paths, mask paths) of ROOT/SPLIT, paired by file name; an error naming what has no partner."""
     folders = [os.path.join(split_root, name) for name in ("images", "masks")]
@@ -280,6 +275,9 @@ def load_segmentation(source, image_size, batch_size, augmentation=None, seed=0,
         if not images:
             raise ValueError(f"--data {source!r}: {split}/images/ holds no images ({', '.join(IMAGE_EXTENSIONS)})")
         good, split_largest = _scan_pairs(images, masks)
+        if not good:
+            raise ValueError(f"--data {source!r}: none of the {len(images)} image/mask pairs in {split}/ decode with "
+                             "the image and its mask of one size, e.g. " + images[0])
         largest = max(largest, split_largest)
         skipped += [images[i] for i in sorted(set(range(len(images))) - set(good))]
         pairs = tf.data.Dataset.from_tensor_slices(([images[i] for i in good], [masks[i] for i in good]))
@@ -297,7 +295,7 @@ def load_segmentation(source, image_size, batch_size, augmentation=None, seed=0,
         train, train_count, lambda image, mask: joint_random_crop(image, mask, image_size, augmentation),
         evaluation, eval_count, lambda image, mask: segmentation_eval_transform(image, mask, image_size),
         image_size, batch_size, seed, cache_bytes, drop_remainder)
-    return SegmentationData(train, evaluation, class_names, train_count, eval_count, skipped, eval_dir)
+    return Data(train, evaluation, class_names, train_count, eval_count, skipped, eval_dir)
 
 
 def _pipelines(train, train_count, train_map, evaluation, eval_count, eval_map, image_size, batch_size, seed,

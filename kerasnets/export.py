@@ -334,9 +334,10 @@ def export(model, format="saved_model", quantize="none", data=None, weights=None
 def _verify(net, artifact, fmt, quantize, data):
     """Runs the artifact as its users will and compares with the Keras model: {runtime: figures}.
 
-    A .tflite runs in LiteRT's interpreter and in MediaPipe's ImageClassifier
-    (which reads the file's metadata, as a phone app does). The images are whole
-    pixel values, as a camera gives them.
+    A classifier's .tflite runs in LiteRT's interpreter and in MediaPipe's
+    ImageClassifier (which reads the file's metadata, as a phone app does); a
+    segmenter's in LiteRT, each pixel compared as an example. The images are
+    whole pixel values, as a camera gives them.
     """
     images = np.round(sample_images(net, data)[0])
     expected = net.predict(images, verbose=0)

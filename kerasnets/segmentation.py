@@ -19,6 +19,9 @@ Pretrained backbones at another channel count (grayscale, multispectral):
 the first convolution's kernel is adapted as timm's `adapt_input_conv` does
 (summed over RGB for one channel; RGB repeated and scaled by 3/C for C
 channels), every other weight is the backbone's own.
+
+By name (`HEADS`, `create_head`): fcn8s, fcn16s, fcn32s, unet, deeplab_v3, as
+`kerasnets train HEAD --backbone NAME` trains them (`kerasnets.training`).
 """
 
 import inspect

@@ -72,6 +72,10 @@ def test_segmentation_folders_that_do_not_pair_are_named(tmp_path):
         data.load_segmentation(str(tmp_path / "train"), 32, 2)
     with pytest.raises(FileNotFoundError, match="no such directory"):
         data.load_segmentation(str(tmp_path / "nowhere"), 32, 2)
+    write_segmentation_folder(str(tmp_path), images, masks[:, :16], "train")  # masks of another size
+    with pytest.raises(ValueError, match="none of the 3 image/mask pairs in train/ decode with the image and its mask "
+                                         "of one size"):
+        data.load_segmentation(str(tmp_path), 32, 2)
     write_segmentation_folder(str(tmp_path), images, masks, "train")
     (tmp_path / "labels.txt").write_text("photo\n")
     with pytest.raises(ValueError, match="the masks hold class 1, but labels.txt names 1 classes"):
