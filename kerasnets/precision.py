@@ -13,6 +13,7 @@ Variables stay float32 (Keras' `mixed_*` policies) and the softmax runs in
 float32, so a float32 model and its mixed copy hold the same weights.
 """
 
+import os
 import re
 
 MODES = {"float16": "mixed_float16", "bfloat16": "mixed_bfloat16", "off": "float32"}
@@ -65,8 +66,6 @@ def onednn_enabled():
 
 def onednn_hint():
     """A line for the user when oneDNN is off only because TensorFlow was imported before kerasnets, else None."""
-    import os
-
     if os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "1" or onednn_enabled():
         return None  # on, or turned off on purpose
     import tensorflow as tf
