@@ -429,17 +429,22 @@ def run_artifact(path, fmt=None):
     return open_artifact(path, fmt)[0]
 
 
+def _check_artifact(artifact, precision):
+    """What predict and segment refuse before any work: a missing artifact, a bad or inapplicable precision."""
+    if not os.path.exists(artifact):
+        raise FileNotFoundError(f"ARTIFACT {artifact!r}: no such file or directory")
+    precision_lib.resolve(precision)
+    if precision != "off" and not str(artifact).endswith(".keras"):
+        raise ValueError(f"--precision {precision!r} applies to .keras models; {artifact!r} runs as it was exported")
+
+
 def predict(artifact, images, top_k=5, precision="off"):
     """Top-k (label, score) per image file, from a .keras, a SavedModel directory or a .tflite.
 
     `precision`: the compute precision of a .keras model ("bfloat16": 1.5-2.1x as fast on CPUs with
     AVX512_BF16, see benchmarks/BENCHMARKS.md; "auto": the hardware's best, see `kerasnets.precision`).
     """
-    if not os.path.exists(artifact):
-        raise FileNotFoundError(f"ARTIFACT {artifact!r}: no such file or directory")
-    precision_lib.resolve(precision)  # a bad value is refused before any work
-    if precision != "off" and not str(artifact).endswith(".keras"):
-        raise ValueError(f"--precision {precision!r} applies to .keras models; {artifact!r} runs as it was exported")
+    _check_artifact(artifact, precision)
     run, size, segmenter = open_artifact(artifact, precision=precision)
     if segmenter:
         raise ValueError(f"ARTIFACT {artifact!r} is a segmenter: use segment() (`kerasnets predict ... --output DIR` "
@@ -488,11 +493,7 @@ def segment(artifact, images, output, overwrite=False, precision="off", alpha=0.
     left clear); nothing is replaced without `overwrite`. Returns `[(image, mask path, overlay path,
     {label: fraction of pixels})]`.
     """
-    if not os.path.exists(artifact):
-        raise FileNotFoundError(f"ARTIFACT {artifact!r}: no such file or directory")
-    precision_lib.resolve(precision)
-    if precision != "off" and not str(artifact).endswith(".keras"):
-        raise ValueError(f"--precision {precision!r} applies to .keras models; {artifact!r} runs as it was exported")
+    _check_artifact(artifact, precision)
     names = [os.path.splitext(os.path.basename(path))[0] for path in images]
     targets = [(os.path.join(output, f"{n}_mask.png"), os.path.join(output, f"{n}_overlay.png")) for n in names]
     if len(set(names)) < len(names):
