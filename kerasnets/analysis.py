@@ -136,7 +136,8 @@ def summarize(model, input_size=None):
         from kerasnets import registry
 
         config = registry.get_config(model)
-        shape = None if input_size is None else (input_size, input_size, 3)
+        size = config.default_size if input_size is None else input_size  # a head's own input is open-sized
+        shape = (size, size, 3)
         model = config.builder(weights=None, input_shape=shape)
     elif input_size is not None and tuple(model.input_shape[1:3]) != (input_size, input_size):
         raise ValueError(f"input_size={input_size} differs from the model's input {model.input_shape[1:3]}; "

@@ -11,15 +11,23 @@ def _build(args):
     if args.model.endswith(".keras"):  # e.g. a training run's model.keras
         if args.input_size is not None:
             raise ValueError(f"--input-size applies to registry names; MODEL {args.model!r} has its own input size")
+        if getattr(args, "backbone", None) is not None:
+            raise ValueError(f"--backbone applies to registry names of segmentation heads; MODEL {args.model!r} "
+                             "has its own backbone")
         if not os.path.exists(args.model):
             raise FileNotFoundError(f"MODEL {args.model!r}: no such .keras file")
         from kerasnets.model import load_model
 
         return load_model(args.model)
     config = registry.get_config(args.model)
-    kwargs = {"weights": None}
-    if args.input_size is not None:
-        kwargs["input_shape"] = (args.input_size, args.input_size, 3)
+    backbone = getattr(args, "backbone", None)
+    if backbone is not None and config.task != "segmentation":
+        raise ValueError(f"--backbone applies to segmentation heads ({', '.join(registry.list_models(task='segmentation'))}); "
+                         f"{args.model!r} is a classifier")
+    size = config.default_size if args.input_size is None else args.input_size
+    kwargs = {"weights": None, "input_shape": (size, size, 3)}
+    if backbone is not None:
+        kwargs["backbone"] = registry.get_config(backbone).name
     return config.builder(**kwargs)
 
 
@@ -47,6 +55,8 @@ def cmd_list(args):
     for name in names:  # registry data only: nothing is built
         config = registry.get_config(name)
         weights = ", ".join(f"{w.tag} ({w.top1})" if w.top1 else w.tag for w in config.weights) or "-"
+        if config.task == "segmentation":
+            weights = f"segmentation head on {config.backbone} (--backbone: any classifier)"
         print(f"{name:<{width}}  {config.default_size:>5}  {config.classes:>7}  {config.params:>11,}  "
               f"{config.macs:>14,}  {weights}")
 
@@ -127,6 +137,8 @@ def make_parser():
     summary = sub.add_parser("summary", help="per-endpoint output shape, parameters, MACs and receptive field")
     summary.add_argument("model", help="registry name, e.g. inception_v3 (see `kerasnets list`), or a .keras file")
     summary.add_argument("--input-size", type=_positive_int, default=None, help="square input size (default: the model's)")
+    summary.add_argument("--backbone", default=None,
+                         help="a segmentation head's backbone, a registry name (default: the head's own)")
     summary.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
     summary.add_argument("--plot", metavar="FILE.png", help="draw the model (keras.utils.plot_model)")
     summary.set_defaults(func=cmd_summary)

@@ -13,6 +13,7 @@ the built models.
 """
 
 import dataclasses
+import fractions
 
 from kerasnets import graph
 
@@ -49,18 +50,27 @@ def endpoints(model):
     return [layer.name for layer in graph.layers_in_network_order(model) if is_endpoint_layer(layer)]
 
 
-def _strides(layer):
+def _scale(layer):
+    """How many times smaller `layer` makes the map: its stride, 1/size for an upsampling (UpSampling2D, a
+    strided Conv2DTranspose), None after global pooling."""
     import keras
 
     if isinstance(layer, (keras.layers.GlobalAveragePooling2D, keras.layers.GlobalMaxPooling2D, keras.layers.Flatten,
                           keras.layers.Dense)):
         return None
-    strides = getattr(layer, "strides", (1, 1))
-    return tuple(strides) if isinstance(strides, (tuple, list)) else (strides, strides)
+    if isinstance(layer, (keras.layers.UpSampling2D, keras.layers.Conv2DTranspose)):
+        factor = layer.size if isinstance(layer, keras.layers.UpSampling2D) else layer.strides
+        return fractions.Fraction(1, max(_pair(factor)))
+    return max(_pair(getattr(layer, "strides", 1)))
+
+
+def _pair(value):
+    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
 
 
 def reductions(model):
-    """{endpoint: reduction} of `model`, from its layers' strides (any input size; None after global pooling).
+    """{endpoint: reduction} of `model`, from its layers' strides and upsamplings (any input size; None after
+    global pooling; a decoder's upsampling divides it, down to 1 at the input's resolution).
 
     Where paths meet, the coarsest reduction counts; a globally pooled path (None) that meets a spatial one
     (squeeze-and-excitation's channel scale) is broadcast over it.
@@ -72,10 +82,15 @@ def reductions(model):
         if parents and not incoming:
             reduction[layer.name] = None
             continue
-        strides = _strides(layer)
+        scale = _scale(layer)
         base = max(incoming, default=1)
-        reduction[layer.name] = None if strides is None else base * max(strides)
-    return {name: reduction[name] for name in endpoints(model)}
+        reduction[layer.name] = None if scale is None else base * scale
+    return {name: _plain(reduction[name]) for name in endpoints(model)}
+
+
+def _plain(reduction):
+    """An int where the reduction is whole (a Fraction only where a map is finer than the input)."""
+    return int(reduction) if isinstance(reduction, fractions.Fraction) and reduction.denominator == 1 else reduction
 
 
 def feature_extractor(model, endpoints=None, reductions=None, name=None):

@@ -23,6 +23,7 @@ from kerasnets.features import FeatureInfo
 # keras.applications' imagenet_utils modes, and TF-slim's VGG mean subtraction ("rgb_mean").
 PREPROCESSING_MODES = ("tf", "torch", "caffe", "rgb_mean")
 LAYOUTS = ("keras_applications", "slim", "keras3")
+TASKS = ("classification", "segmentation")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +87,8 @@ class ModelConfig:
     classes: int = 1000
     preprocessing: str = "tf"  # the normalisation its published weights expect (training uses it too)
     weights: Tuple[PretrainedWeights, ...] = ()
+    task: str = "classification"  # or "segmentation": a head (kerasnets.segmentation) on a backbone
+    backbone: Optional[str] = None  # a segmentation head's default backbone; its `features` are the head's own
 
     @property
     def endpoints(self):
@@ -175,6 +178,7 @@ def _registry():
 
         for family in FAMILIES:  # (a module imported twice registers once: Python caches it)
             importlib.import_module(f"kerasnets.models.{family}")
+        importlib.import_module("kerasnets.segmentation")  # the heads, on any of the models above
         _modules_imported = True
     return _REGISTRY
 
@@ -183,6 +187,8 @@ def register(config: ModelConfig):
     """Adds a model to the registry; returns the config."""
     if config.name in _REGISTRY:
         raise ValueError(f"model {config.name!r} is already registered")
+    if config.task not in TASKS:
+        raise ValueError(f"{config.name}: task must be one of {TASKS}")
     if config.preprocessing not in PREPROCESSING_MODES:
         raise ValueError(f"{config.name}: preprocessing must be one of {PREPROCESSING_MODES}")
     for entry in config.weights:
@@ -199,12 +205,16 @@ def register_alias(alias, name):
     _ALIASES[alias] = name
 
 
-def list_models(pattern: Optional[str] = None, pretrained: bool = False):
+def list_models(pattern: Optional[str] = None, pretrained: bool = False, task: Optional[str] = None):
     """Registered model names (not their aliases), sorted, filtered by an fnmatch `pattern` (e.g.
-    "resnet*"); `pretrained=True` keeps those with published weights. Builds nothing."""
+    "resnet*"); `pretrained=True` keeps those with published weights; `task` ("classification",
+    "segmentation") keeps that kind. Builds nothing."""
     if pattern is not None and not isinstance(pattern, str):
         raise TypeError(f"pattern must be a string or None, got {pattern!r}")
-    names = sorted(name for name, config in _registry().items() if config.weights or not pretrained)
+    if task is not None and task not in TASKS:
+        raise ValueError(f"task must be None or one of {TASKS}, got task={task!r}")
+    names = sorted(name for name, config in _registry().items()
+                   if (config.weights or not pretrained) and task in (None, config.task))
     return names if pattern is None else [n for n in names if fnmatch.fnmatchcase(n, pattern)]
 
 

@@ -22,6 +22,10 @@ channels), every other weight is the backbone's own.
 
 By name (`HEADS`, `create_head`): fcn8s, fcn16s, fcn32s, unet, deeplab_v3, as
 `kerasnets train HEAD --backbone NAME` trains them (`kerasnets.training`).
+They are registered models too (task "segmentation"): `kerasnets list` and
+`summary`, `create_model("unet", backbone="mobilenet_v1_100", classes=11)`,
+and `weights=` a Keras file of the whole segmenter (`backbone_weights` for the
+backbone's own).
 """
 
 import inspect
@@ -31,6 +35,8 @@ import numpy as np
 import keras
 
 from kerasnets import build, features, registry
+from kerasnets import weights as weights_lib
+from kerasnets.features import FeatureInfo
 from kerasnets.layers import blocks
 from kerasnets.model import functional
 
@@ -337,3 +343,55 @@ def check_input_size(head, backbone, image_size, output_stride=16, **_):
         nearest = max(multiple, round(image_size / multiple) * multiple)
         raise ValueError(f"image_size={image_size}: {head} on {backbone} needs a multiple of {multiple}; the nearest "
                          f"valid size is {nearest}")
+
+
+# ---- in the registry --------------------------------------------------------------------------------------------
+
+SIZE = 512  # the registry's counts are at 512x512 (DeepLab's 513 crop on PASCAL VOC, to a multiple of 32), 21 classes
+PAPERS = {"fcn": "https://arxiv.org/abs/1411.4038", "unet": "https://arxiv.org/abs/1505.04597",
+          "deeplab_v3": "https://arxiv.org/abs/1706.05587"}
+# name -> (the default backbone's preprocessing, parameters, MACs, the head's own endpoints: (name, channels,
+# reduction), in network order), on the default backbone at SIZE, 21 classes. The conformance suite builds each.
+FACTS = {
+    "fcn8s": ("caffe", 14_874_015, 80_236_118_016, (
+        ("score_8", 21, 8), ("score_16", 21, 16), ("score_fr", 21, 32), ("upscore16", 21, 16), ("fuse_16", 21, 16),
+        ("upscore8", 21, 8), ("fuse_8", 21, 8), ("upscore", 21, 1))),
+    "fcn16s": ("caffe", 15_194_874, 80_192_077_824, (
+        ("score_16", 21, 16), ("score_fr", 21, 32), ("upscore16", 21, 16), ("fuse_16", 21, 16), ("upscore", 21, 1))),
+    "fcn32s": ("caffe", 16_531_797, 80_181_067_776, (("score_fr", 21, 32), ("upscore", 21, 1))),
+    "unet": ("torch", 14_340_005, 21_642_608_640, (
+        ("decoder1", 256, 16), ("decoder2", 128, 8), ("decoder3", 64, 4), ("decoder4", 32, 2), ("decoder5", 16, 1),
+        ("Logits", 21, 1))),
+    "deeplab_v3": ("caffe", 39_131_285, 46_994_817_024, (
+        ("aspp", 256, 16), ("Dropout", 256, 16), ("Logits", 21, 16), ("Upsample", 21, 1))),
+}
+
+
+def _registered_builder(head):
+    """`create_model(head, ...)`: the head's builder, plus `weights`, a Keras 3 file of the whole segmenter."""
+    builder, fixed = HEADS[head]
+
+    def build_head(backbone=None, weights=None, input_shape=None, input_tensor=None, classes=21,
+                   classifier_activation="softmax", name=None, **kwargs):
+        config = registry.get_config(head)
+        build.check_weights_argument(weights, config)
+        source = weights_lib.resolve(weights, config, include_top=True)
+        model = builder(backbone=backbone or config.backbone, classes=classes, input_shape=input_shape,
+                        input_tensor=input_tensor, classifier_activation=classifier_activation, name=name, **fixed,
+                        **kwargs)
+        weights_lib.load(model, source, config)
+        return model
+
+    build_head.__name__ = build_head.__qualname__ = head
+    build_head.__doc__ = (f"{head} (`segmentation.{builder.__name__}` with {fixed or 'its defaults'}) on `backbone` "
+                          f"(default {default_backbone(head)}); `weights`: a Keras file of the whole model.\n\n"
+                          + (builder.__doc__ or ""))
+    return build_head
+
+
+for _head, (_preprocessing, _params, _macs, _features) in FACTS.items():
+    registry.register(registry.ModelConfig(
+        name=_head, builder=_registered_builder(_head), family="segmentation",
+        paper=PAPERS[_head.rstrip("0123456789s") if _head.startswith("fcn") else _head], default_size=SIZE,
+        min_size=32, features=tuple(FeatureInfo(*f) for f in _features), params=_params, macs=_macs, classes=21,
+        preprocessing=_preprocessing, task="segmentation", backbone=default_backbone(_head)))

@@ -19,6 +19,27 @@ def test_list_models_and_pattern():
     assert kerasnets.list_models("nothing*") == []
 
 
+def test_segmentation_heads_are_registered_models(capsys):
+    heads = ["deeplab_v3", "fcn16s", "fcn32s", "fcn8s", "unet"]
+    assert kerasnets.list_models(task="segmentation") == heads
+    assert set(heads) <= set(kerasnets.list_models()) and not set(heads) & set(kerasnets.list_models(task="classification"))
+    with pytest.raises(ValueError, match=r"task must be None or one of \('classification', 'segmentation'\), got task='detection'"):
+        kerasnets.list_models(task="detection")
+    unet = kerasnets.create_model("unet", backbone="mobilenet_v1_025", classes=11, input_shape=(64, 64, 3))
+    assert unet.output.shape[1:] == (64, 64, 11) and unet.get_layer("Conv2d_13_pointwise") is not None
+    assert cli.main(["list", "unet"]) == 0
+    assert "segmentation head on resnet18 (--backbone: any classifier)" in capsys.readouterr().out
+    # summary on another backbone: its endpoints, then the decoder's, whose maps grow back to the input's size.
+    assert cli.main(["summary", "unet", "--backbone", "mobilenet_v1_025", "--input-size", "64", "--json"]) == 0
+    rows = {row["endpoint"]: row for row in json.loads(capsys.readouterr().out)}
+    assert rows["Conv2d_13_pointwise"]["output_shape"] == [2, 2, 256]
+    assert rows["decoder5"]["output_shape"] == [64, 64, 16] and rows["Predictions"]["output_shape"] == [64, 64, 21]
+    assert rows["total"]["params"] == kerasnets.create_model(
+        "unet", backbone="mobilenet_v1_025", input_shape=(64, 64, 3)).count_params()
+    assert cli.main(["summary", "resnet18", "--backbone", "vgg16"]) == 2
+    assert "--backbone applies to segmentation heads" in capsys.readouterr().err
+
+
 def test_create_model_passes_arguments():
     model = kerasnets.create_model("inception_v3", include_top=False, depth_multiplier=0.1, input_shape=(75, 75, 3))
     assert kerasnets.endpoints(model)[-1] == "Mixed_7c"
