@@ -244,3 +244,19 @@ def test_a_keras_file_that_does_not_fit_is_refused_by_name(tmp_path):
         archive.writestr("notes.txt", "not a model")
     with pytest.raises(ValueError, match="is not a loadable .keras model"):
         kerasnets.nin(input_shape=(32, 32, 3), weights=junk)
+
+
+@pytest.mark.parametrize("name", ["inception_v1", "shufflenet_v2_x0_5", "seresnext50_32x4d", "mobilenet_v1_025"])
+def test_layers_of_the_same_shape_start_from_different_draws(name):
+    """weights=None: no two kernels start equal (Keras 3 repeats an unseeded initializer instance's numbers, and
+    these families share one instance in their settings)."""
+    model = kerasnets.create_model(name, input_shape=(64, 64, 3))
+    seen = {}
+    for layer in model.layers:
+        for variable in layer.weights:
+            if "kernel" in variable.name:
+                value = np.asarray(variable.numpy())
+                key = (value.shape, value.tobytes())
+                assert key not in seen, f"{layer.name} starts as {seen[key]}"
+                seen[key] = layer.name
+    assert len(seen) > 20

@@ -26,6 +26,14 @@ class ConvSettings:
         return dataclasses.replace(self, initializer=initializer)
 
 
+def fresh_initializer(initializer):
+    """Its own instance for each layer: Keras 3 draws the same numbers every time one unseeded instance is
+    called, so layers sharing a family's instance would start with identical kernels."""
+    if isinstance(initializer, keras.initializers.Initializer):
+        return type(initializer).from_config(initializer.get_config())
+    return initializer
+
+
 def conv(x, filters, kernel, name, settings, strides=1, padding="same", use_bias=False, dilation_rate=1, groups=1):
     """A Conv2D. `padding="symmetric"` pads kernel // 2 on every side first (as Caffe and PyTorch do),
     where TF's "same" pads a stride-2 layer's bottom-right only."""
@@ -34,7 +42,7 @@ def conv(x, filters, kernel, name, settings, strides=1, padding="same", use_bias
         x = keras.layers.ZeroPadding2D(size // 2 * dilation_rate, name=f"{name}.Pad")(x)
         padding = "valid"
     return keras.layers.Conv2D(filters, kernel, strides=strides, padding=padding, use_bias=use_bias,
-                               dilation_rate=dilation_rate, groups=groups, kernel_initializer=settings.initializer,
+                               dilation_rate=dilation_rate, groups=groups, kernel_initializer=fresh_initializer(settings.initializer),
                                name=name)(x)
 
 
@@ -45,7 +53,7 @@ def depthwise_conv(x, kernel, name, settings, strides=1, dilation_rate=1, depth_
         padding = "valid"
     return keras.layers.DepthwiseConv2D(kernel, strides=strides, padding=padding, depth_multiplier=depth_multiplier,
                                         dilation_rate=dilation_rate, use_bias=False,
-                                        depthwise_initializer=settings.initializer, name=name)(x)
+                                        depthwise_initializer=fresh_initializer(settings.initializer), name=name)(x)
 
 
 def atrous_schedule(reduction, strides, output_stride):
@@ -89,8 +97,8 @@ def activated_separable_conv_norm(x, filters, scope, settings, pre_activation=Tr
     if pre_activation:
         x = activation(x, f"{scope}.Relu", settings)
     x = keras.layers.SeparableConv2D(filters, kernel, padding="same", use_bias=False, dilation_rate=dilation_rate,
-                                     depthwise_initializer=settings.initializer,
-                                     pointwise_initializer=settings.initializer, name=scope)(x)
+                                     depthwise_initializer=fresh_initializer(settings.initializer),
+                                     pointwise_initializer=fresh_initializer(settings.initializer), name=scope)(x)
     return batch_norm(x, f"{scope}.BatchNorm", settings)
 
 

@@ -2,6 +2,8 @@
 
 import keras
 
+from kerasnets.layers import blocks
+
 POOLING_CHOICES = (None, "avg", "max")
 
 
@@ -20,7 +22,7 @@ def classifier(x, classes, activation, initializer, pool_name="global_pool", dro
     if dropout is not None:
         rate, name = dropout
         x = keras.layers.Dropout(rate, name=name)(x)
-    x = keras.layers.Dense(classes, kernel_initializer=initializer, name="Logits")(x)
+    x = keras.layers.Dense(classes, kernel_initializer=blocks.fresh_initializer(initializer), name="Logits")(x)
     return predictions(x, activation)
 
 
