@@ -34,3 +34,17 @@ def test_onednn_benchmark_smoke_mode():
     lines = process.stdout.splitlines()
     assert lines[0] == "| measure | oneDNN off | oneDNN on | on / off speed |"
     assert any(line.startswith("| resnet18 training at 32x32, img/s |") for line in lines)
+
+
+def test_segmentation_benchmark_smoke_mode():
+    """The TFLite rows of the phone-sized heads: sizes that shrink with int8, latencies, pixel agreement."""
+    process = subprocess.run([sys.executable, os.path.join(BENCHMARKS, "segmentation.py"), "--smoke"],
+                             capture_output=True, text=True, timeout=600)
+    assert process.returncode == 0, process.stderr[-3000:]
+    rows = [line.split("|")[1:-1] for line in process.stdout.splitlines()
+            if line.startswith("| unet") or line.startswith("| deeplab_v3")]
+    assert [row[0].strip() for row in rows[:2]] == ["unet on mobilenet_v1_025", "deeplab_v3 on mobilenet_v1_025"]
+    for row in rows[:2]:
+        keras_ms, f32_mb, i8_mb, size_ratio, f32_ms, i8_ms, _, agreement = map(float, row[1:])
+        assert 0 < i8_mb < f32_mb and abs(size_ratio - i8_mb / f32_mb) < 0.01
+        assert keras_ms > 0 and f32_ms > 0 and i8_ms > 0 and 0 <= agreement <= 1

@@ -9,7 +9,8 @@ from nbclient import NotebookClient
 NOTEBOOKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "notebooks")
 
 
-@pytest.mark.parametrize("name", ["quickstart.ipynb", "transfer_learning.ipynb", "tflite_export.ipynb"])
+@pytest.mark.parametrize("name", ["quickstart.ipynb", "transfer_learning.ipynb", "tflite_export.ipynb",
+                                  "segmentation.ipynb"])
 def test_notebook_runs(name, tmp_path, monkeypatch):
     notebook = nbformat.read(os.path.join(NOTEBOOKS, name), as_version=4)
     assert all(not cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code"), "stored with outputs"

@@ -1,0 +1,161 @@
+"""Segmentation figures: TFLite size and LiteRT latency of the phone-sized heads, and predict throughput against
+keras-hub's DeepLabV3ImageSegmenter in one process.
+
+    python benchmarks/segmentation.py                    # both parts, 256x256
+    python benchmarks/segmentation.py --smoke            # tiny settings (the test suite runs this)
+
+TFLite: U-Net and DeepLab v3 on MobileNet v1 (alpha 1.0) for raw RGB pixels, exported float32 and int8 (calibrated
+on a synthetic two-class folder), timed on one image with LiteRT (XNNPACK, 2 threads) beside Keras predict.
+
+keras-hub: its DeepLabV3ImageSegmenter as its published `deeplab_v3_plus_resnet50_pascalvoc` preset is configured
+(ResNet-50 v1, ASPP on P5 at rates 6/12/18, DeepLab v3+ decoder from P2; random weights, built from that config)
+against kerasnets' deeplab_v3 on resnet50 (output stride 16, atrous) at the same input size and batch: img/s of
+each, interleaved, with each model's multiply-adds so the ratio can be read per operation too. keras-hub is not a
+dependency of kerasnets: `pip install keras-hub` first (without it the comparison is skipped, saying so).
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import kerasnets  # noqa: E402,F401  (before TensorFlow: it picks the CPU kernels)
+import numpy as np  # noqa: E402
+import keras  # noqa: E402
+
+from kerasnets import analysis, export, layers as kn_layers, registry  # noqa: E402
+
+
+def synthetic_segmentation_folder(root, size, count=8, seed=0):
+    """ROOT/{train,test}/{images,masks}: smooth random images, a disc of class 1 on class 0."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    for split in ("train", "test"):
+        for kind in ("images", "masks"):
+            os.makedirs(os.path.join(root, split, kind), exist_ok=True)
+        for i in range(count):
+            (cy, cx), r = rng.uniform(0.3, 0.7, 2) * size, rng.uniform(0.1, 0.3) * size
+            mask = ((yy - cy) ** 2 + (xx - cx) ** 2 < r * r).astype("uint8")
+            image = rng.uniform(0, 255, (4, 4, 3))
+            image = np.asarray(Image.fromarray(image.astype("uint8")).resize((size, size), Image.BILINEAR), "float32")
+            image[mask == 1] = 0.5 * image[mask == 1] + 0.5 * np.array([255, 64, 0])
+            Image.fromarray(image.astype("uint8")).save(os.path.join(root, split, "images", f"{i}.png"))
+            Image.fromarray(mask).save(os.path.join(root, split, "masks", f"{i}.png"))
+    return root
+
+
+def median_ms(fn, repeats):
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def raw_pixel_head(head, backbone, size, classes=2):
+    """`head` on `backbone` taking raw RGB pixels in [0, 255], as `kerasnets train` builds it."""
+    preprocessing = registry.get_config(backbone).preprocessing
+    _, x = kn_layers.raw_pixel_input(size, preprocessing)
+    return kerasnets.create_model(head, backbone=backbone, input_tensor=x, classes=classes)
+
+
+def tflite_rows(size, repeats, backbone):
+    print(f"\n{os.cpu_count()} CPUs; LiteRT (XNNPACK) with 2 threads, one {size}x{size} image; random weights")
+    print("| model | Keras ms | float32 MB | int8 MB | int8 / float32 size | float32 ms | int8 ms | int8 / float32 "
+          "latency | int8 pixel agreement |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = synthetic_segmentation_folder(os.path.join(tmp, "data"), size)
+        for head in ("unet", "deeplab_v3"):
+            model = raw_pixel_head(head, backbone, size)
+            images, _ = export.sample_images(model, folder)
+            keras_ms = median_ms(lambda: model.predict(images[:1], verbose=0), repeats)
+            figures = {}
+            for quantize in ("none", "int8"):
+                path = os.path.join(tmp, f"{head}_{quantize}.tflite")
+                with open(os.devnull, "w") as quiet:
+                    stdout, sys.stdout = sys.stdout, quiet
+                    try:
+                        _, card = export.export(model, format="tflite", quantize=quantize, data=folder, output=path,
+                                                representative_count=8, verify=False)
+                    finally:
+                        sys.stdout = stdout
+                runner = export.TFLiteRunner(path, threads=2)
+                agreement = float(np.mean(np.argmax(runner(images), -1) == np.argmax(model.predict(images, verbose=0),
+                                                                                     -1)))
+                figures[quantize] = (card["size_bytes"] / 1e6, median_ms(lambda: runner(images[:1]), repeats),
+                                     agreement)
+            (f32_mb, f32_ms, _), (i8_mb, i8_ms, i8_agree) = figures["none"], figures["int8"]
+            print(f"| {head} on {backbone} | {keras_ms:.1f} | {f32_mb:.2f} | {i8_mb:.2f} | {i8_mb / f32_mb:.2f} | "
+                  f"{f32_ms:.1f} | {i8_ms:.1f} | {i8_ms / f32_ms:.2f} | {i8_agree:.3f} |", flush=True)
+
+
+def keras_hub_deeplab(size, classes):
+    """keras-hub's DeepLabV3ImageSegmenter configured as its ResNet-50 PASCAL VOC preset (random weights)."""
+    import keras_hub
+
+    encoder = keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64], input_conv_kernel_sizes=[7], stackwise_num_filters=[64, 128, 256, 512],
+        stackwise_num_blocks=[3, 4, 6, 3], stackwise_num_strides=[1, 2, 2, 2], block_type="bottleneck_block",
+        use_pre_activation=False, image_shape=(size, size, 3))
+    backbone = keras_hub.models.DeepLabV3Backbone(
+        image_encoder=encoder, spatial_pyramid_pooling_key="P5", upsampling_size=8, dilation_rates=[6, 12, 18],
+        low_level_feature_key="P2", projection_filters=48, image_shape=(size, size, 3))
+    segmenter = keras_hub.models.DeepLabV3ImageSegmenter(backbone=backbone, num_classes=classes)
+    return keras.Model(segmenter.inputs, segmenter.outputs)  # the bare network: its forward pass, as ours
+
+
+def compare_keras_hub(size, batch, repeats, classes=21):
+    try:
+        import keras_hub  # noqa: F401
+    except ImportError:
+        print("\nkeras-hub is not installed (pip install keras-hub): its DeepLabV3 comparison is skipped")
+        return
+    theirs = keras_hub_deeplab(size, classes)
+    ours = kerasnets.create_model("deeplab_v3", backbone="resnet50", input_shape=(size, size, 3), classes=classes)
+    images = np.random.default_rng(0).uniform(0, 255, (batch, size, size, 3)).astype("float32")
+    runs = {"kerasnets deeplab_v3/resnet50 (OS 16)": ours, "keras-hub DeepLabV3ImageSegmenter/ResNet-50 preset": theirs}
+    times = {name: [] for name in runs}
+    for model in runs.values():
+        model.predict(images, batch_size=batch, verbose=0)  # trace and warm up
+    for _ in range(repeats):  # interleaved, so both see the same machine
+        for name, model in runs.items():
+            start = time.perf_counter()
+            model.predict(images, batch_size=batch, verbose=0)
+            times[name].append(time.perf_counter() - start)
+    print(f"\nPredict, batch {batch} at {size}x{size}, {classes} classes, median of {repeats} (one process, interleaved)")
+    print("| model | params | GMACs / image | img/s | GFLOP/s |")
+    print("|---|---:|---:|---:|---:|")
+    speeds = {}
+    for name, model in runs.items():
+        macs = analysis.summarize(model)[-1]["macs"] / 1e9
+        speed = batch / statistics.median(times[name])
+        speeds[name] = speed
+        print(f"| {name} | {model.count_params():,} | {macs:.2f} | {speed:.2f} | {2 * macs * speed:.1f} |")
+    ours_speed, theirs_speed = speeds.values()
+    print(f"kerasnets / keras-hub img/s: {ours_speed / theirs_speed:.2f}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--backbone", default="mobilenet_v1_100", help="the TFLite heads' backbone")
+    parser.add_argument("--smoke", action="store_true", help="64x64, the smallest MobileNet, 2 repeats")
+    args = parser.parse_args()
+    if args.smoke:
+        args.size, args.batch, args.repeats, args.backbone = 64, 2, 2, "mobilenet_v1_025"
+    tflite_rows(args.size, args.repeats, args.backbone)
+    compare_keras_hub(args.size, args.batch, args.repeats)
+
+
+if __name__ == "__main__":
+    main()
