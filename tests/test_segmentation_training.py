@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import kerasnets
 from kerasnets import cli, data, export, tflite_metadata, training
 from image_folders import digits_on_photos, write_digits_on_photos, write_segmentation_folder
 import without_kerasnets
@@ -244,6 +245,17 @@ def test_predict_writes_a_mask_and_an_overlay_per_image(unet_run, strokes, tmp_p
     assert "--overwrite" in capsys.readouterr().err
     assert cli.main(["predict", model_path, files[0]]) == 2
     assert "is a segmenter" in capsys.readouterr().err
+    # Two images of one name would write one mask; a classifier has no masks: both refused before any output.
+    twin = tmp_path / "twin" / os.path.basename(files[0])
+    twin.parent.mkdir()
+    twin.write_bytes(open(files[0], "rb").read())
+    assert cli.main(["predict", model_path, files[0], str(twin), "--output", str(tmp_path / "twins")]) == 2
+    assert "two files share a name" in capsys.readouterr().err
+    classifier = str(tmp_path / "nin.keras")
+    kerasnets.nin(input_shape=(32, 32, 3)).save(classifier)
+    assert cli.main(["predict", classifier, files[0], "--output", str(tmp_path / "classes")]) == 2
+    assert "is a classifier, not a segmenter" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "twins") and not os.path.exists(tmp_path / "classes")
 
 
 def test_the_overlay_palette_is_pascal_vocs():
