@@ -221,6 +221,32 @@ class MediaPipeClassifier:
         self.close()
 
 
+class MediaPipeSegmenter(MediaPipeClassifier):
+    """Runs a segmenter's .tflite as a phone app does: MediaPipe Tasks' ImageSegmenter, reading the file's metadata.
+
+    Calling it on RGB images (0-255, the model's input size) gives (height, width, classes) scores per image: the
+    confidence mask MediaPipe gives for each class, stacked in class order.
+    """
+
+    def __init__(self, path_or_bytes):
+        from mediapipe.tasks.python import BaseOptions, vision
+
+        base = (BaseOptions(model_asset_buffer=path_or_bytes) if isinstance(path_or_bytes, bytes)
+                else BaseOptions(model_asset_path=path_or_bytes))
+        self.classifier = vision.ImageSegmenter.create_from_options(vision.ImageSegmenterOptions(
+            base_options=base, output_confidence_masks=True, output_category_mask=False))
+
+    def __call__(self, images):
+        import mediapipe as mp
+
+        scores = []
+        for image in images:
+            pixels = np.ascontiguousarray(np.clip(np.round(image), 0, 255).astype(np.uint8))
+            masks = self.classifier.segment(mp.Image(image_format=mp.ImageFormat.SRGB, data=pixels)).confidence_masks
+            scores.append(np.stack([np.asarray(m.numpy_view()).reshape(m.height, m.width) for m in masks], -1))
+        return np.stack(scores)
+
+
 def compare(expected, got, fmt, quantize):
     """Verification figures and whether they are within tolerance.
 
@@ -334,24 +360,25 @@ def export(model, format="saved_model", quantize="none", data=None, weights=None
 def _verify(net, artifact, fmt, quantize, data):
     """Runs the artifact as its users will and compares with the Keras model: {runtime: figures}.
 
-    A classifier's .tflite runs in LiteRT's interpreter and in MediaPipe's
-    ImageClassifier (which reads the file's metadata, as a phone app does); a
-    segmenter's in LiteRT, each pixel compared as an example. The images are
-    whole pixel values, as a camera gives them.
+    A .tflite runs in LiteRT's interpreter and in MediaPipe Tasks (ImageClassifier
+    or ImageSegmenter, which read the file's metadata, as a phone app does); a
+    segmenter's pixels are compared each as an example. The images are whole
+    pixel values, as a camera gives them.
     """
     images = np.round(sample_images(net, data)[0])
     expected = net.predict(images, verbose=0)
     runtimes = {"tensorflow": lambda: run_artifact(artifact, fmt)} if fmt == "saved_model" else {
         "litert": lambda: TFLiteRunner(artifact)}
-    if fmt == "tflite" and not is_segmenter(net):
-        runtimes["mediapipe"] = lambda: MediaPipeClassifier(artifact, len(expected[0]))
+    if fmt == "tflite":
+        runtimes["mediapipe"] = (lambda: MediaPipeSegmenter(artifact)) if is_segmenter(net) else (
+            lambda: MediaPipeClassifier(artifact, len(expected[0])))
     results = {}
     for runtime, start in runtimes.items():
         run = start()
         try:
             got = run(images)
         finally:
-            if isinstance(run, MediaPipeClassifier):
+            if isinstance(run, MediaPipeClassifier):  # (a MediaPipeSegmenter too)
                 run.close()
         figures, ok = compare(expected, got, fmt, quantize)
         results[runtime] = figures

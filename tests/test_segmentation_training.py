@@ -197,6 +197,11 @@ def test_int8_tflite_of_the_trained_unet_agrees_with_keras_pixel_by_pixel(unet_r
     card = json.load(open(export.card_path(path)))
     assert card["task"] == "segmentation" and card["classes"] == 2 and card["labels"] == ["0", "1"]
     assert card["verification"]["litert"]["pixels"] == 100 * 64 * 64
+    # As a phone app runs it: MediaPipe Tasks' ImageSegmenter, from the file's metadata alone, gives LiteRT's scores.
+    assert card["verification"]["mediapipe"]["pixels"] == 100 * 64 * 64
+    some = np.round(export.sample_images(keras.saving.load_model(os.path.join(unet_run, "model.keras")), strokes)[0][:4])
+    with export.MediaPipeSegmenter(path) as segmenter:
+        np.testing.assert_allclose(segmenter(some), export.TFLiteRunner(path)(some), atol=1e-6)
     # Independently: every test image through LiteRT and through Keras.
     images, _ = export.sample_images(keras.saving.load_model(os.path.join(unet_run, "model.keras")), strokes)
     keras_masks = keras.saving.load_model(os.path.join(unet_run, "model.keras")).predict(images, verbose=0).argmax(-1)
