@@ -26,7 +26,7 @@ import kerasnets  # noqa: E402,F401  (before TensorFlow: it picks the CPU kernel
 import numpy as np  # noqa: E402
 import keras  # noqa: E402
 
-from kerasnets import analysis, export, layers as kn_layers, registry  # noqa: E402
+from kerasnets import export, layers as kn_layers, registry  # noqa: E402
 
 
 def synthetic_segmentation_folder(root, size, count=8, seed=0):
@@ -127,7 +127,7 @@ def graph_flops(model, size):
 
 def compare_keras_hub(size, batch, repeats, classes=21):
     try:
-        import keras_hub  # noqa: F401
+        import keras_hub  # noqa: F401 (is it installed?)
     except ImportError:
         print("\nkeras-hub is not installed (pip install keras-hub): its DeepLabV3 comparison is skipped")
         return
