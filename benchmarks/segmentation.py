@@ -15,6 +15,7 @@ dependency of kerasnets: `pip install keras-hub` first (without it the compariso
 """
 
 import argparse
+import importlib.util
 import os
 import statistics
 import sys
@@ -126,9 +127,7 @@ def graph_flops(model, size):
 
 
 def compare_keras_hub(size, batch, repeats, classes=21):
-    try:
-        import keras_hub  # noqa: F401 (is it installed?)
-    except ImportError:
+    if importlib.util.find_spec("keras_hub") is None:
         print("\nkeras-hub is not installed (pip install keras-hub): its DeepLabV3 comparison is skipped")
         return
     theirs = keras_hub_deeplab(size, classes)
