@@ -23,6 +23,8 @@ setup(
         # MediaPipe: its TFLite metadata schema (generated Python) writes the metadata phone apps read, and its
         # Tasks ImageClassifier opens every .tflite export to verify it as an app would.
         "mediapipe",
+        # safetensors: reads PyTorch-published weights (timm's, Hugging Face's) as NumPy arrays, without torch.
+        "safetensors",
     ],
     extras_require={
         # scikit-learn: its bundled digits are the real images the learning tests train on;
@@ -31,9 +33,11 @@ setup(
         # pytest-xdist runs the test files on two workers (pytest.ini), which keeps both cores busy while
         # one of them traces or writes files; tf-slim holds TF-slim's own networks, the reference the
         # Inception family is tested against (tests/slim_graphs.py; the nets tf-slim lacks come from
-        # tests/reference-nets.txt, installed without dependencies).
+        # tests/reference-nets.txt, installed without dependencies); torch, torchvision and timm write the
+        # PyTorch state dicts the PyTorch layouts are tested against (torch 2.13.0: the CPU build the index
+        # serves; torchvision 0.28.0 is the release built for it).
         "test": ["pytest", "pytest-xdist", "scikit-learn", "nbclient", "nbformat", "ipykernel", "jax",
-                 "tf-slim"],
+                 "tf-slim", "torch==2.13.0", "torchvision==0.28.0", "timm>=1.0,<2"],
     },
     entry_points={"console_scripts": ["kerasnets=kerasnets.cli:main"]},
 )

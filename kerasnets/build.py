@@ -178,8 +178,8 @@ def check_weights_argument(weights, config):
                              "use None or a file you trained")
         raise FileNotFoundError(
             f"weights={path!r}: no such file, directory or TF checkpoint prefix. Valid: {valid} (a "
-            "keras.applications .h5, a Keras .weights.h5/.keras file, or a TF-slim checkpoint prefix, "
-            "the path before .index)."
+            "keras.applications .h5, a Keras .weights.h5/.keras file, a PyTorch .pth/.safetensors state dict, "
+            "or a TF-slim checkpoint prefix, the path before .index)."
         )
 
 

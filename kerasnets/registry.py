@@ -22,7 +22,7 @@ from kerasnets.features import FeatureInfo
 
 # keras.applications' imagenet_utils modes, and TF-slim's VGG mean subtraction ("rgb_mean").
 PREPROCESSING_MODES = ("tf", "torch", "caffe", "rgb_mean")
-LAYOUTS = ("keras_applications", "slim", "keras3")
+LAYOUTS = ("keras_applications", "slim", "keras3", "torch")
 TASKS = ("classification", "segmentation")
 
 

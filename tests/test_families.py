@@ -147,7 +147,7 @@ def test_nin_learns_on_a_small_batch():
 
 
 def test_registry_lists_every_builder():
-    assert kerasnets.list_models() == sorted(["inception_v1", "inception_v2", "inception_v3", "inception_v4",
+    assert kerasnets.list_models(task="classification") == sorted(["inception_v1", "inception_v2", "inception_v3", "inception_v4",
                                               "inception_resnet_v2",
                                               "xception", "resnet18", "resnet34", "resnet50",
                                               "resnet101", "resnet152", "resnet50_v2", "resnet101_v2",
@@ -158,6 +158,8 @@ def test_registry_lists_every_builder():
                                               "mobilenet_v1_100",
                                               "mobilenet_v1_075", "mobilenet_v1_050", "mobilenet_v1_025", "nin",
                                               "nin_imagenet"])
+    assert kerasnets.list_models() == sorted(kerasnets.list_models(task="classification") + [
+        "fcn8s", "fcn16s", "fcn32s", "unet", "deeplab_v3"])
     assert kerasnets.list_models("resnet*_v2") == ["resnet101_v2", "resnet152_v2", "resnet50_v2"]
     assert kerasnets.get_config("resnet50").preprocessing == "caffe"
     assert not kerasnets.get_config("resnet18").weights

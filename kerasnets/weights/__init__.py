@@ -1,7 +1,8 @@
 """Loading weights from the layouts users have.
 
 One reader per format -- keras.applications' legacy HDF5 (`keras_applications`),
-TF-slim checkpoints (`slim`), Keras 3 `.weights.h5` / `.keras` (`keras3`) --
+TF-slim checkpoints (`slim`), Keras 3 `.weights.h5` / `.keras` (`keras3`),
+PyTorch state dicts in `.pth` or `.safetensors` (`pytorch`) --
 and per-family layout tables (`layouts`: foreign name -> our layer name,
 derived from the models' data; layouts import models, never the reverse).
 Every shape is checked before any variable is assigned, so a wrong file
@@ -72,6 +73,10 @@ def resolve(weights, config, include_top, input_shape=None):
         return Source("slim", prefix)
     if is_tf_checkpoint(path):
         return Source("slim", path)
+    from kerasnets.weights import pytorch
+
+    if pytorch.is_torch_file(path):
+        return Source("torch", path)
     if path.endswith(".keras"):
         if not zipfile.is_zipfile(path):
             raise ValueError(f"weights={path!r} is not a readable .keras archive")
@@ -123,7 +128,7 @@ def load(model, source, config):
     """Loads `source` into `model`, registered model `config` (a no-op for None)."""
     if source is None:
         return
-    from kerasnets.weights import keras3, keras_applications, layouts, slim
+    from kerasnets.weights import keras3, keras_applications, layouts, pytorch, slim
 
     if source.layout == "keras3":
         keras3.load(model, source.path, _assign)
@@ -132,11 +137,12 @@ def load(model, source, config):
     if table is None:
         raise ValueError(f"weights={source.path!r}: model {config.name!r} has no {source.layout} layout "
                          f"(a {_FORMAT_NAMES[source.layout]}); it loads: {layouts.formats(config.name)}")
-    reader = keras_applications.read if source.layout == "keras_applications" else slim.read
+    reader = {"keras_applications": keras_applications.read, "slim": slim.read, "torch": pytorch.read}[source.layout]
     _assign(model, reader(model, source.path, table), source.path)
 
 
-_FORMAT_NAMES = {"keras_applications": "keras.applications .h5 file", "slim": "TF-slim checkpoint"}
+_FORMAT_NAMES = {"keras_applications": "keras.applications .h5 file", "slim": "TF-slim checkpoint",
+                 "torch": "PyTorch state dict"}
 
 
 def _as_shape(variable, value):

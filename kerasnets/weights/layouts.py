@@ -8,9 +8,10 @@ no such file for it).
 
 import functools
 
-from kerasnets.models import inception_resnet_v2, inception_v3, mobilenet_v1, resnet, vgg, xception
+from kerasnets.models import inception_resnet_v2, inception_v3, mobilenet_v1, resnet, resnext, vgg, xception
 from kerasnets.layers import inception
 from kerasnets.weights.keras_applications import KerasApplicationsLayout
+from kerasnets.weights.pytorch import TorchLayout
 from kerasnets.weights.slim import SlimLayout
 
 
@@ -161,6 +162,22 @@ def _mobilenet_v1_slim():
     return SlimLayout(scope="MobilenetV1", renamed={"Logits": "Logits/Conv2d_1c_1x1"}, classifiers=("Logits",))
 
 
+def _resnext_torch(arch):
+    """torchvision's ResNeXt and timm's SE nets: `conv1`, `bn1`, `layer<stage>.<unit - 1>.conv<k>`/`.bn<k>`,
+    `.downsample.0`/`.1`, timm's `.se.fc1`/`.fc2`, `fc`."""
+    units = resnext.ARCHITECTURES[arch][0]
+    modules = {"conv1.Conv2D": "conv1", "conv1.BatchNorm": "bn1", "Logits": "fc"}
+    for stage, count in enumerate(units, start=1):
+        for unit in range(1, count + 1):
+            ours, theirs = resnext.unit_scope(stage, unit), f"layer{stage}.{unit - 1}"
+            for k in (1, 2, 3):
+                modules.update({f"{ours}.conv{k}": f"{theirs}.conv{k}", f"{ours}.conv{k}.BatchNorm": f"{theirs}.bn{k}"})
+            modules.update({f"{ours}.shortcut": f"{theirs}.downsample.0",
+                            f"{ours}.shortcut.BatchNorm": f"{theirs}.downsample.1",
+                            f"{ours}.se.fc1": f"{theirs}.se.fc1", f"{ours}.se.fc2": f"{theirs}.se.fc2"})
+    return TorchLayout(modules)
+
+
 # (model, format) -> the function that makes its table.
 LAYOUTS = {
     ("inception_v1", "slim"): _inception_v1_slim,
@@ -177,12 +194,13 @@ LAYOUTS = {
        for fmt, make in (("keras_applications", _mobilenet_v1_keras_applications), ("slim", _mobilenet_v1_slim))},
     **{(arch, "keras_applications"): functools.partial(_resnet_keras_applications, arch)
        for arch, (kind, _) in resnet.ARCHITECTURES.items() if kind != "basic"},
+    **{(arch, "torch"): functools.partial(_resnext_torch, arch) for arch in resnext.ARCHITECTURES},
 }
 
 
 @functools.lru_cache(maxsize=None)
 def layout(name, fmt):
-    """The table of model `name` in format `fmt` ("keras_applications", "slim"); None if it has none."""
+    """The table of model `name` in format `fmt` ("keras_applications", "slim", "torch"); None if it has none."""
     make = LAYOUTS.get((name, fmt))
     return None if make is None else make()
 
@@ -190,5 +208,6 @@ def layout(name, fmt):
 def formats(name):
     """The formats model `name` loads, for messages."""
     return ["Keras 3 .weights.h5/.keras"] + [{"keras_applications": "keras.applications .h5",
-                                               "slim": "TF-slim checkpoint"}[fmt]
+                                               "slim": "TF-slim checkpoint",
+                                               "torch": "PyTorch state dict (.pth/.safetensors)"}[fmt]
                                               for model, fmt in LAYOUTS if model == name]

@@ -1,0 +1,78 @@
+"""Weights published for PyTorch: a state dict written by torchvision or timm itself, loaded through `weights=`,
+gives the reference's own logits on the same batch (`tests/torch_reference.py`)."""
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import kerasnets
+from torch_reference import logits, reference_model
+
+# our name, the library publishing the layout, its name there
+CASES = [("resnext50_32x4d", "torchvision", "resnext50_32x4d"), ("seresnet50", "timm", "seresnet50"),
+         ("seresnext50_32x4d", "timm", "seresnext50_32x4d")]
+SHAPE = (64, 64, 3)
+
+
+@pytest.fixture(scope="module")
+def images():
+    return np.random.default_rng(0).normal(0, 1, (2,) + SHAPE).astype("float32")  # normalised, as torchvision's
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory, images):
+    """{our name: (.pth path, .safetensors path, the reference's logits)}."""
+    root = tmp_path_factory.mktemp("torch")
+    made = {}
+    for name, library, theirs in CASES:
+        reference = reference_model(library, theirs)
+        state = reference.state_dict()
+        pth, safetensors = str(root / f"{name}.pth"), str(root / f"{name}.safetensors")
+        torch.save(state, pth)
+        save_file({k: v.contiguous() for k, v in state.items()}, safetensors)
+        made[name] = (pth, safetensors, logits(reference, images))
+    return made
+
+
+@pytest.mark.parametrize("name", [case[0] for case in CASES])
+def test_a_state_dict_written_by_the_reference_gives_its_logits(name, written, images):
+    pth, safetensors, expected = written[name]
+    for path in (pth, safetensors):
+        model = kerasnets.create_model(name, weights=path, input_shape=SHAPE, classifier_activation=None)
+        got = np.asarray(model(images, training=False))
+        worst = float(np.max(np.abs(got - expected)) / np.max(np.abs(expected)))
+        print(f"{name} from {path.rsplit('.', 1)[-1]}: worst relative difference {worst:.2e}")
+        assert worst <= 1e-4, path
+        np.testing.assert_array_equal(got.argmax(-1), expected.argmax(-1))
+    # Without the classifier: the same features, the file's fc left unused.
+    bare = kerasnets.create_model(name, weights=safetensors, include_top=False, input_shape=SHAPE, pooling="avg")
+    assert bare.output.shape[-1] == 2048
+
+
+def test_files_that_do_not_fit_are_named_before_any_weight_changes(written, tmp_path):
+    pth, safetensors, _ = written["seresnet50"]
+    # Another architecture: SE-ResNet-50's squeeze-and-excitation keys have no place in ResNeXt-50.
+    with pytest.raises(ValueError, match=r"has 64 key\(s\) this model does not, first: \['layer1.0.se.fc1.bias'"):
+        kerasnets.resnext50_32x4d(weights=safetensors, input_shape=SHAPE)
+    # A key missing: named, with the closest key the file has.
+    state = torch.load(pth, weights_only=True)
+    del state["layer2.1.bn2.running_var"]
+    torch.save(state, tmp_path / "missing.pth")
+    with pytest.raises(ValueError, match=r"lacks 1 key\(s\) .*\['layer2.1.bn2.running_var'\]; the closest in the file "
+                                         r"is 'layer\d.1.bn2.running_\w+'"):
+        kerasnets.seresnet50(weights=str(tmp_path / "missing.pth"), input_shape=SHAPE)
+    # A shape that does not fit: the layer and both shapes.
+    state = torch.load(pth, weights_only=True)
+    state["layer3.0.conv2.weight"] = state["layer3.0.conv2.weight"][:, :128]
+    torch.save(state, tmp_path / "narrow.pth")
+    with pytest.raises(ValueError, match=r"layer 'block3.unit_1.bottleneck.conv2' expects .*\(3, 3, 256, 256\), "
+                                         r"the file has \(3, 3, 128, 256\)"):
+        kerasnets.seresnet50(weights=str(tmp_path / "narrow.pth"), input_shape=SHAPE)
+    # A whole pickled model is never unpickled.
+    torch.save(reference_model("timm", "seresnet50"), tmp_path / "model.pth")
+    with pytest.raises(ValueError, match=r"is not a plain state dict .* save model.state_dict\(\) instead"):
+        kerasnets.seresnet50(weights=str(tmp_path / "model.pth"), input_shape=SHAPE)
+    # A family without a PyTorch layout says which formats it loads.
+    with pytest.raises(ValueError, match=r"model 'inception_v3' has no torch layout \(a PyTorch state dict\)"):
+        kerasnets.inception_v3(weights=safetensors, input_shape=(75, 75, 3))
