@@ -35,10 +35,12 @@ class WeightsFile:
     include_top: bool
     member: str = ""  # for an archive: the path inside it to load (a TF-slim checkpoint prefix)
     input_size: Optional[int] = None  # the square input it was trained at, where a set has one file per size
+    sha256_prefix: Optional[str] = None  # torchvision's: the first hex digits of the SHA-256, in the file's name
+    saved_as: str = ""  # the name in the cache where the URL's own is not unique (the hub's `model.safetensors`)
 
     @property
     def filename(self):
-        return self.url.rsplit("/", 1)[-1]
+        return self.saved_as or self.url.rsplit("/", 1)[-1]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,6 +165,32 @@ def keras_applications_weights(stem, top_md5, notop_md5, *, preprocessing, input
         files=(WeightsFile(f"{url}.h5", top_md5, include_top=True),
                WeightsFile(f"{url}_notop.h5", notop_md5, include_top=False)),
         top1=top1, top1_source=KERAS_APPLICATIONS_TABLE)
+
+
+TORCHVISION_ROOT = "https://download.pytorch.org/models/"
+TORCHVISION_TABLE = "https://pytorch.org/vision/stable/models.html"  # torchvision's weights enums: acc@1
+TIMM_TABLE = "https://github.com/huggingface/pytorch-image-models/blob/main/results/results-imagenet.csv"
+
+
+def torchvision_weights(tag, filename, *, top1, input_size=224):
+    """torchvision's published state dict `filename` (`<name>-<first 8 hex digits of its SHA-256>.pth`, checked
+    after download); ImageNet mean/std preprocessing; the same file with or without the classifier."""
+    prefix = filename.rsplit("-", 1)[-1].split(".")[0]
+    with_top = WeightsFile(f"{TORCHVISION_ROOT}{filename}", None, include_top=True, sha256_prefix=prefix)
+    return PretrainedWeights(tag=tag, files=(with_top, dataclasses.replace(with_top, include_top=False)),
+                             layout="torch", preprocessing="torch", input_size=input_size, top1=top1,
+                             top1_source=TORCHVISION_TABLE)
+
+
+def timm_weights(name, *, top1, input_size=224):
+    """timm's `name` (`<model>.<pretrained tag>`) from the Hugging Face hub, `weights="timm:<name>"`: its
+    model.safetensors (the SHA-256 of the first download is recorded and checked after); top-1 at `input_size`
+    from timm's results table."""
+    with_top = WeightsFile(f"https://huggingface.co/timm/{name}/resolve/main/model.safetensors", None,
+                           include_top=True, saved_as=f"timm_{name}.safetensors")
+    return PretrainedWeights(tag=f"timm:{name}", files=(with_top, dataclasses.replace(with_top, include_top=False)),
+                             layout="torch", preprocessing="torch", input_size=input_size, top1=top1,
+                             top1_source=TIMM_TABLE)
 
 
 _REGISTRY: dict = {}

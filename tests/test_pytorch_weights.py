@@ -7,6 +7,7 @@ import torch
 from safetensors.torch import save_file
 
 import kerasnets
+from kerasnets import weights as weights_lib
 from torch_reference import logits, reference_model
 
 # our name, the library publishing the layout, its name there
@@ -76,3 +77,31 @@ def test_files_that_do_not_fit_are_named_before_any_weight_changes(written, tmp_
     # A family without a PyTorch layout says which formats it loads.
     with pytest.raises(ValueError, match=r"model 'inception_v3' has no torch layout \(a PyTorch state dict\)"):
         kerasnets.inception_v3(weights=safetensors, input_shape=(75, 75, 3))
+
+
+def test_published_pytorch_weights_are_registry_data(tmp_path, monkeypatch):
+    """torchvision's files with the SHA-256 prefix of their names, timm's from the hub under distinct cache names;
+    ImageNet mean/std preprocessing; top-1 as published. A cached file whose digest is not its name's is refused."""
+    config = kerasnets.get_config("resnext50_32x4d")
+    published = config.pretrained("torchvision")
+    entry = published.file(include_top=True)
+    assert entry.url == "https://download.pytorch.org/models/resnext50_32x4d-1a0047aa.pth"
+    assert (entry.sha256_prefix, published.layout, published.preprocessing, published.top1) == (
+        "1a0047aa", "torch", "torch", 81.198)
+    assert published.file(include_top=False).url == entry.url  # one state dict, the fc left unused without the top
+    timm = kerasnets.get_config("seresnet50").pretrained("timm:seresnet50.ra2_in1k")
+    assert timm.file(include_top=True).url == "https://huggingface.co/timm/seresnet50.ra2_in1k/resolve/main/model.safetensors"
+    assert timm.file(include_top=True).filename == "timm_seresnet50.ra2_in1k.safetensors" and timm.top1 == 80.26
+    assert kerasnets.get_config("resnext101_32x8d").pretrained("torchvision_v1").top1 == 79.312
+    # The hash check, on a file already in Keras' cache (nothing is downloaded).
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / entry.filename).write_bytes(b"not the published file")
+    with pytest.raises(ValueError, match=r"weights='torchvision': .* has SHA-256 [0-9a-f]{16}\.\.\., not the "
+                                         r"1a0047aa\.\.\. its publisher named it after"):
+        kerasnets.resnext50_32x4d(weights="torchvision")
+    import hashlib
+
+    path = tmp_path / "models" / "x.pth"
+    path.write_bytes(b"x")
+    weights_lib.check_sha256_prefix(str(path), hashlib.sha256(b"x").hexdigest()[:8], "torchvision")  # passes

@@ -65,7 +65,8 @@ def test_config_is_data():
     assert kerasnets.list_models(pretrained=True) == [
         "inception_resnet_v2", "inception_v1", "inception_v2", "inception_v3", "inception_v4", "mobilenet_v1_025",
         "mobilenet_v1_050", "mobilenet_v1_075", "mobilenet_v1_100", "resnet101",
-        "resnet101_v2", "resnet152", "resnet152_v2", "resnet50", "resnet50_v2", "vgg16", "vgg19", "xception"]
+        "resnet101_v2", "resnet152", "resnet152_v2", "resnet50", "resnet50_v2", "resnext101_32x8d", "resnext50_32x4d",
+        "seresnet50", "seresnext101_32x4d", "seresnext50_32x4d", "vgg16", "vgg19", "xception"]
 
 
 def test_summary_rows_add_up():

@@ -91,17 +91,33 @@ def _make_builder(arch):
                                     f"""Instantiates {display}: {sum(units) * 3 + 2} layers, {groups} group(s) of
     {width_per_group} channels per stage-1 bottleneck{", squeeze-and-excitation (Hu et al. 2018)" if se else ""}.
 
-    Args follow keras.applications: `include_top`, `weights` (None, or a
-    Keras `.weights.h5`/`.keras` file from kerasnets), `input_tensor`,
+    Args follow keras.applications: `include_top`, `weights` (None; a
+    published set{", e.g. " + repr(WEIGHTS[arch][0].tag) if arch in WEIGHTS else ""}; a PyTorch `.pth`/`.safetensors`
+    state dict in torchvision's/timm's layout; a Keras `.weights.h5`/`.keras` file), `input_tensor`,
     `input_shape` (at least 32x32, default 224x224x3), `pooling`, `classes`,
     `classifier_activation`, `name`; `final_endpoint` (`conv1`, `pool1`,
     `block1` ... `block4`) truncates the network (with include_top=False).
     """)
 
 
+# Published PyTorch weights in this layout: torchvision's (acc@1 of its weights enums; "torchvision" is its
+# DEFAULT, evaluated resizing to 232 then cropping 224) and timm's (top-1 at 224 from timm's results table).
+WEIGHTS = {
+    "resnext50_32x4d": (registry.torchvision_weights("torchvision", "resnext50_32x4d-1a0047aa.pth", top1=81.198),
+                        registry.torchvision_weights("torchvision_v1", "resnext50_32x4d-7cdf4587.pth", top1=77.618)),
+    "resnext101_32x8d": (registry.torchvision_weights("torchvision", "resnext101_32x8d-110c445d.pth", top1=82.834),
+                         registry.torchvision_weights("torchvision_v1", "resnext101_32x8d-8ba56ff5.pth",
+                                                      top1=79.312)),
+    "seresnet50": (registry.timm_weights("seresnet50.ra2_in1k", top1=80.26),
+                   registry.timm_weights("seresnet50.a1_in1k", top1=80.012)),
+    "seresnext50_32x4d": (registry.timm_weights("seresnext50_32x4d.racm_in1k", top1=81.268),
+                          registry.timm_weights("seresnext50_32x4d.gluon_in1k", top1=79.916)),
+    "seresnext101_32x4d": (registry.timm_weights("seresnext101_32x4d.gluon_in1k", top1=80.886),),
+}
+
 CONFIGS = {arch: registry.register(registry.ModelConfig(
     name=arch, builder=_make_builder(arch), family="resnext", paper=ARCHITECTURES[arch][5],
     default_size=DEFAULT_SIZE, min_size=MIN_SIZE, features=_features(), params=COUNTS[arch][0],
-    macs=COUNTS[arch][1], preprocessing="torch")) for arch in ARCHITECTURES}
+    macs=COUNTS[arch][1], preprocessing="torch", weights=WEIGHTS.get(arch, ()))) for arch in ARCHITECTURES}
 (resnext50_32x4d, resnext101_32x8d, seresnet50, seresnet101, seresnet152, seresnext50_32x4d,
  seresnext101_32x4d) = (CONFIGS[arch].builder for arch in ARCHITECTURES)

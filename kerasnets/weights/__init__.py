@@ -58,7 +58,9 @@ def resolve(weights, config, include_top, input_shape=None):
             raise ConnectionError(
                 f"weights={weights!r}: could not download {entry.url} ({e}). Offline, put the file{checked} "
                 f"at {os.path.join(cache, 'models', entry.filename)} and run again") from None
-        if entry.md5 is None:
+        if entry.sha256_prefix:
+            check_sha256_prefix(os.path.join(cache, "models", entry.filename), entry.sha256_prefix, weights)
+        elif entry.md5 is None:
             _check_first_download(os.path.join(cache, "models", entry.filename), weights)
         if entry.member:  # an archive, extracted next to it
             path = os.path.join(path, entry.member)
@@ -105,21 +107,35 @@ def is_tf_checkpoint(path):
     return os.path.isdir(path) or (not os.path.exists(path) and os.path.exists(path + ".index"))
 
 
-def _check_first_download(path, tag):
-    """For files published without a hash (TF-slim's archives, keras.applications' MobileNet): the SHA-256 of
-    the first download is recorded beside it (`<file>.sha256`) and every later use is checked against it."""
+def _sha256(path):
     import hashlib
-
-    from kerasnets.output import atomic_write
 
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_sha256_prefix(path, prefix, tag):
+    """torchvision names each file after its SHA-256's first digits (`resnext50_32x4d-1a0047aa.pth`), as torch.hub
+    checks it: a file whose digest starts otherwise is corrupt or another one."""
+    digest = _sha256(path)
+    if not digest.startswith(prefix):
+        raise ValueError(f"weights={tag!r}: {path} has SHA-256 {digest[:16]}..., not the {prefix}... its publisher "
+                         "named it after (a corrupted or replaced download); delete it to download it again")
+
+
+def _check_first_download(path, tag):
+    """For files published without a hash (TF-slim's archives, keras.applications' MobileNet): the SHA-256 of
+    the first download is recorded beside it (`<file>.sha256`) and every later use is checked against it."""
+    from kerasnets.output import atomic_write
+
+    digest = _sha256(path)
     record = path + ".sha256"
     if not os.path.exists(record):
-        atomic_write(record, lambda f: f.write(digest.hexdigest() + "\n"))
-    elif open(record).read().strip() != digest.hexdigest():
+        atomic_write(record, lambda f: f.write(digest + "\n"))
+    elif open(record).read().strip() != digest:
         raise ValueError(f"weights={tag!r}: {path} changed since it was first downloaded (its SHA-256 was recorded "
                          f"in {record}); delete both files to download it again")
 
