@@ -119,14 +119,16 @@ class ModelConfig:
 
     def preprocessing_for(self, weights=None):
         """The normalisation `weights` expect: a published set's own (slim's VGG differs from keras.applications');
-        for a TF checkpoint given by path, that of the published slim set (the layout it is written in); the
-        model's own for anything else."""
+        for a TF checkpoint given by path, that of the published slim set (the layout it is written in); for a
+        PyTorch state dict, ImageNet mean/std; the model's own for anything else."""
         if isinstance(weights, str) and weights in self.weight_tags:
             return self.pretrained(weights).preprocessing
-        from kerasnets.weights import is_tf_checkpoint
+        from kerasnets.weights import is_tf_checkpoint, pytorch
 
         if isinstance(weights, (str, os.PathLike)) and is_tf_checkpoint(os.fspath(weights)):
             return next((w.preprocessing for w in self.weights if w.layout == "slim"), self.preprocessing)
+        if isinstance(weights, (str, os.PathLike)) and pytorch.is_torch_file(weights):
+            return "torch"  # torchvision's and timm's: ImageNet mean and standard deviation
         return self.preprocessing
 
     def preprocess(self, x, weights=None):

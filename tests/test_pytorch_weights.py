@@ -105,3 +105,34 @@ def test_published_pytorch_weights_are_registry_data(tmp_path, monkeypatch):
     path = tmp_path / "models" / "x.pth"
     path.write_bytes(b"x")
     weights_lib.check_sha256_prefix(str(path), hashlib.sha256(b"x").hexdigest()[:8], "torchvision")  # passes
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+def test_torchvision_resnets_load_and_choose_their_architecture(name, tmp_path, images):
+    """ResNet-18 is torchvision's as built; ResNet-50's state dict builds ResNet v1.5 (stride in the 3x3, no biases,
+    epsilon 1e-5) by itself, where the default is keras.applications' ResNet50."""
+    reference = reference_model("torchvision", name)
+    expected = logits(reference, images)
+    path = str(tmp_path / f"{name}.pth")
+    torch.save(reference.state_dict(), path)
+    model = kerasnets.create_model(name, weights=path, input_shape=SHAPE, classifier_activation=None)
+    got = np.asarray(model(images, training=False))
+    worst = float(np.max(np.abs(got - expected)) / np.max(np.abs(expected)))
+    print(f"{name} from pth: worst relative difference {worst:.2e}")
+    assert worst <= 1e-4
+    np.testing.assert_array_equal(got.argmax(-1), expected.argmax(-1))
+    assert kerasnets.get_config(name).preprocessing_for(path) == "torch"
+    if name == "resnet50":
+        assert model.name == "ResNet50_v1_5" and model.count_params() == sum(
+            p.numel() for p in reference.state_dict().values() if p.is_floating_point())
+        assert model.get_layer("block2.unit_1.bottleneck_v1.conv2").strides == (2, 2)
+        keras_layout = kerasnets.resnet50(input_shape=SHAPE)
+        assert keras_layout.name == "ResNet50" and keras_layout.get_layer("block2.unit_1.bottleneck_v1.conv1").strides == (2, 2)
+        # Forced to keras.applications' architecture, the file lacks its convolutions' biases: named.
+        with pytest.raises(ValueError, match=r"lacks 53 key\(s\) this model needs, first: \['conv1.bias'"):
+            kerasnets.resnet50(weights=path, variant="keras", input_shape=SHAPE)
+        with pytest.raises(ValueError, match=r"variant must be None \(chosen by the weights\) or one of \('keras', "
+                                             r"'torchvision'\), got variant='caffe'"):
+            kerasnets.resnet50(variant="caffe")
+        with pytest.raises(ValueError, match="torchvision has no resnet50_v2"):
+            kerasnets.resnet50_v2(variant="torchvision")

@@ -65,7 +65,7 @@ def test_config_is_data():
     assert kerasnets.list_models(pretrained=True) == [
         "inception_resnet_v2", "inception_v1", "inception_v2", "inception_v3", "inception_v4", "mobilenet_v1_025",
         "mobilenet_v1_050", "mobilenet_v1_075", "mobilenet_v1_100", "resnet101",
-        "resnet101_v2", "resnet152", "resnet152_v2", "resnet50", "resnet50_v2", "resnext101_32x8d", "resnext50_32x4d",
+        "resnet101_v2", "resnet152", "resnet152_v2", "resnet18", "resnet34", "resnet50", "resnet50_v2", "resnext101_32x8d", "resnext50_32x4d",
         "seresnet50", "seresnext101_32x4d", "seresnext50_32x4d", "vgg16", "vgg19", "xception"]
 
 
@@ -111,7 +111,8 @@ def test_cli_list_reads_data_and_builds_nothing(capsys, monkeypatch):
     assert cli.main(["list", "resnet5*"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["model", "input", "classes", "params", "MACs", "weights", "(top-1", "%)"]
-    assert lines[1].split() == ["resnet50", "224", "1000", "25,636,712", "3,857,973,248", "imagenet", "(74.9)"]
+    assert lines[1].split() == ["resnet50", "224", "1000", "25,636,712", "3,857,973,248", "imagenet", "(74.9),",
+                                "torchvision", "(80.858),", "torchvision_v1", "(76.13)"]
     assert lines[2].split()[:4] == ["resnet50_v2", "224", "1000", "25,613,800"] and len(lines) == 3
 
 

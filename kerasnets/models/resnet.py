@@ -14,9 +14,16 @@ follow TF-slim's resnet scopes: `conv1`, `pool1`, `block1.unit_1.bottleneck_v1.c
 (its `.BatchNorm`, `.Relu`), `...shortcut`; each stage's output is the
 endpoint `block1` ... `block4`. resnet18/34 use basic blocks (two 3x3
 convolutions, no biases before batch norm), as torchvision builds them.
+
+torchvision's ResNet-50/101/152 are "ResNet v1.5": the stride in the 3x3
+convolution, no biases, batch-norm epsilon 1e-5. `variant="torchvision"`
+builds that (the names stay; the model is named `ResNet50_v1_5`), and a
+PyTorch state dict or a torchvision tag chooses it by itself: the weights are
+resolved before the model is built, so the layout picks the architecture.
 """
 
 import functools
+import os
 
 from kerasnets import build, registry
 from kerasnets.features import FeatureInfo
@@ -25,8 +32,11 @@ from kerasnets.layers import blocks, residual
 DEFAULT_SIZE = 224
 MIN_SIZE = 32
 STAGE_FILTERS = (64, 128, 256, 512)  # bottleneck units output residual.EXPANSION x these
-# keras.applications': Glorot-uniform kernels (Keras' default), batch norm epsilon 1.001e-5.
+# keras.applications': Glorot-uniform kernels (Keras' default), batch norm epsilon 1.001e-5; torchvision's basic
+# nets and ResNet v1.5: PyTorch's epsilon 1e-5.
 CONV_SETTINGS = blocks.ConvSettings(batch_norm_epsilon=1.001e-5)
+TORCH_SETTINGS = blocks.ConvSettings(batch_norm_epsilon=1e-5)
+VARIANTS = ("keras", "torchvision")
 
 # Units per stage (paper table 1) and the unit kind.
 ARCHITECTURES = {
@@ -48,6 +58,17 @@ PUBLISHED = {
     "resnet50_v2": ("resnet50v2", "3ef43a0b657b3be2300d5770ece849e0", "fac2f116257151a9d068a22e544a4917", 76.0),
     "resnet101_v2": ("resnet101v2", "6343647c601c52e1368623803854d971", "c0ed64b8031c3730f411d2eb4eea35b5", 77.2),
     "resnet152_v2": ("resnet152v2", "a49b44d1979771252814e80f8ec446f9", "ed17cf2e0169df9d443503ef94b23b33", 78.0),
+}
+# torchvision's published state dicts and acc@1 (its weights enums): "torchvision" is its DEFAULT, evaluated
+# resizing to 232 then cropping 224 for the V2 sets.
+TORCHVISION = {
+    "resnet18": {"torchvision": ("resnet18-f37072fd.pth", 69.758)},
+    "resnet34": {"torchvision": ("resnet34-b627a593.pth", 73.314)},
+    "resnet50": {"torchvision": ("resnet50-11ad3fa6.pth", 80.858), "torchvision_v1": ("resnet50-0676ba61.pth", 76.13)},
+    "resnet101": {"torchvision": ("resnet101-cd907fc2.pth", 81.886),
+                  "torchvision_v1": ("resnet101-63fe2227.pth", 77.374)},
+    "resnet152": {"torchvision": ("resnet152-f82ba261.pth", 82.284),
+                  "torchvision_v1": ("resnet152-394f9c45.pth", 78.312)},
 }
 PREPROCESSING = {"basic": "torch", "bottleneck_v1": "caffe", "bottleneck_v2": "tf"}
 CITATIONS = {"basic": "He et al., CVPR 2016", "bottleneck_v1": "He et al., CVPR 2016",
@@ -91,39 +112,71 @@ def unit_scope(kind, stage, unit):
     return f"block{stage}.unit_{unit}.{kind}"
 
 
-def _body(x, net, arch, output_stride=None):
+def _body(x, net, arch, output_stride=None, variant="keras"):
     kind, units = ARCHITECTURES[arch]
-    settings = CONV_SETTINGS.with_initializer(net.initializer)
+    torch_like = kind == "basic" or variant == "torchvision"
+    unit = residual.UNITS["bottleneck_v1b" if variant == "torchvision" and kind == "bottleneck_v1" else kind]
+    settings = (TORCH_SETTINGS if torch_like else CONV_SETTINGS).with_initializer(net.initializer)
     # conv1: 7x7/2, 64 (v2: a plain convolution, normalised by the first unit's preact).
     if kind == "bottleneck_v2":
         x = blocks.conv(x, 64, 7, "conv1", settings, strides=2, padding="symmetric", use_bias=True)
     else:
         x = blocks.conv_norm_act(x, 64, 7, "conv1", settings, strides=2, padding="symmetric",
-                                 conv_name="conv1.Conv2D", output_name="conv1", use_bias=kind != "basic")
+                                 conv_name="conv1.Conv2D", output_name="conv1", use_bias=not torch_like)
     yield "conv1", x
     x = blocks.padded_max_pool(x, "pool1")
     yield "pool1", x
     schedule = _schedule(kind, units, output_stride)
     for stage, (filters, count) in enumerate(zip(STAGE_FILTERS, units), start=1):
-        for unit in range(1, count + 1):
-            scope = unit_scope(kind, stage, unit)
-            output_name = f"block{stage}" if unit == count else scope
-            stride, dilation = schedule[stage - 1][unit - 1]
-            skipped = _stride(kind, stage, unit, count) // stride  # a stride removed for output_stride
-            x = residual.UNITS[kind](x, scope, filters, stride, _projects(kind, stage, unit), output_name, settings,
-                                     dilation=dilation, dilation_after_stride=dilation * skipped)
+        for number in range(1, count + 1):
+            scope = unit_scope(kind, stage, number)
+            output_name = f"block{stage}" if number == count else scope
+            stride, dilation = schedule[stage - 1][number - 1]
+            skipped = _stride(kind, stage, number, count) // stride  # a stride removed for output_stride
+            x = unit(x, scope, filters, stride, _projects(kind, stage, number), output_name, settings,
+                     dilation=dilation, dilation_after_stride=dilation * skipped)
         yield f"block{stage}", x
     if kind == "bottleneck_v2":
         x = blocks.activation(blocks.batch_norm(x, "postnorm.BatchNorm", settings), "postnorm", settings)
         yield "postnorm", x
 
 
+def _torch_weights(arch, weights):
+    """Whether `weights` are in PyTorch's layout: a state dict file, or a published set written in it."""
+    from kerasnets.weights import pytorch
+
+    if not isinstance(weights, (str, os.PathLike)):
+        return False
+    config = registry.get_config(arch)
+    if isinstance(weights, str) and weights in config.weight_tags:
+        return config.pretrained(weights).layout == "torch"
+    return pytorch.is_torch_file(weights)
+
+
+def _variant(arch, variant, weights):
+    """The architecture to build: `variant` as given, else the one `weights` are written for."""
+    kind = ARCHITECTURES[arch][0]
+    if variant is None:
+        variant = "torchvision" if _torch_weights(arch, weights) else "keras"
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be None (chosen by the weights) or one of {VARIANTS}, got variant={variant!r}")
+    if variant == "torchvision" and kind == "bottleneck_v2":
+        raise ValueError(f"variant='torchvision': torchvision has no {arch} (pre-activation ResNet); "
+                         "use variant='keras' (keras.applications' ResNetV2)")
+    return variant
+
+
 def _resnet(arch, include_top, weights, input_tensor, input_shape, pooling, classes, classifier_activation, name,
-            final_endpoint, output_stride):
+            final_endpoint, output_stride, variant=None):
     if output_stride not in (None, 8, 16, 32):
         raise ValueError(f"output_stride must be None, 8, 16 or 32, got output_stride={output_stride!r}")
+    variant = _variant(arch, variant, weights)
+    if name is None:
+        v1_5 = variant == "torchvision" and ARCHITECTURES[arch][0] == "bottleneck_v1"
+        name = DISPLAY_NAMES[arch] + ("_v1_5" if v1_5 else "")
     return build.build_model(
-        arch, functools.partial(_body, arch=arch, output_stride=output_stride), include_top=include_top,
+        arch, functools.partial(_body, arch=arch, output_stride=output_stride, variant=variant),
+        include_top=include_top,
         weights=weights,
         input_tensor=input_tensor, input_shape=input_shape, pooling=pooling, classes=classes,
         classifier_activation=classifier_activation, name=name,
@@ -143,16 +196,19 @@ def _make_builder(arch):
     kind = ARCHITECTURES[arch][0]
 
     def builder(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None, classes=1000,
-                classifier_activation="softmax", name=DISPLAY_NAMES[arch], final_endpoint=None, output_stride=None):
+                classifier_activation="softmax", name=None, final_endpoint=None, output_stride=None, variant=None):
         return _resnet(arch, include_top, weights, input_tensor, input_shape, pooling, classes,
-                       classifier_activation, name, final_endpoint, output_stride)
+                       classifier_activation, name, final_endpoint, output_stride, variant)
 
     builder.__name__ = builder.__qualname__ = arch
     builder.__doc__ = f"""Instantiates {DISPLAY_NAMES[arch]} ({CITATIONS[kind]}; {kind.replace("_", " ")} units).
 
     Args follow keras.applications: `include_top`, `weights` (None, "imagenet"
-    where keras.applications publishes weights, a keras.applications-layout
-    `.h5`, or a Keras `.weights.h5`/`.keras` file from kerasnets),
+    where keras.applications publishes weights, "torchvision" (and
+    "torchvision_v1") for torchvision's, a keras.applications-layout `.h5`, a
+    PyTorch `.pth`/`.safetensors` state dict, or a Keras `.weights.h5`/`.keras`
+    file from kerasnets), `variant` (None: what the weights are written for;
+    "keras"; "torchvision": ResNet v1.5 for the bottleneck nets),
     `input_tensor`, `input_shape` (at least 32x32, default 224x224x3),
     `pooling`, `classes`, `classifier_activation`, `name`; `final_endpoint`
     (one of {[f.endpoint for f in _features(kind)]}) truncates the network
@@ -172,6 +228,9 @@ def _register(arch):
         published = (registry.keras_applications_weights(f"resnet/{stem}", top_md5, notop_md5,
                                                          preprocessing=PREPROCESSING[kind], input_size=224,
                                                          top1=top1),)
+    if arch in TORCHVISION:
+        published += tuple(registry.torchvision_weights(tag, filename, top1=top1)
+                           for tag, (filename, top1) in TORCHVISION[arch].items())
     params, macs = COUNTS[arch]
     return registry.register(registry.ModelConfig(
         name=arch, builder=_make_builder(arch), family="resnet", paper=PAPERS[kind], default_size=DEFAULT_SIZE,

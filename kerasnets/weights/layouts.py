@@ -162,20 +162,30 @@ def _mobilenet_v1_slim():
     return SlimLayout(scope="MobilenetV1", renamed={"Logits": "Logits/Conv2d_1c_1x1"}, classifiers=("Logits",))
 
 
-def _resnext_torch(arch):
-    """torchvision's ResNeXt and timm's SE nets: `conv1`, `bn1`, `layer<stage>.<unit - 1>.conv<k>`/`.bn<k>`,
-    `.downsample.0`/`.1`, timm's `.se.fc1`/`.fc2`, `fc`."""
-    units = resnext.ARCHITECTURES[arch][0]
+def _torchvision_resnet(units, unit_scope, convs=3):
+    """torchvision's ResNet naming (timm's too): `conv1`, `bn1`, `layer<stage>.<unit - 1>.conv<k>`/`.bn<k>`,
+    `.downsample.0`/`.1`, timm's `.se.fc1`/`.fc2`, `fc`; `unit_scope(stage, unit)` gives ours."""
     modules = {"conv1.Conv2D": "conv1", "conv1.BatchNorm": "bn1", "Logits": "fc"}
     for stage, count in enumerate(units, start=1):
         for unit in range(1, count + 1):
-            ours, theirs = resnext.unit_scope(stage, unit), f"layer{stage}.{unit - 1}"
-            for k in (1, 2, 3):
+            ours, theirs = unit_scope(stage, unit), f"layer{stage}.{unit - 1}"
+            for k in range(1, convs + 1):
                 modules.update({f"{ours}.conv{k}": f"{theirs}.conv{k}", f"{ours}.conv{k}.BatchNorm": f"{theirs}.bn{k}"})
             modules.update({f"{ours}.shortcut": f"{theirs}.downsample.0",
                             f"{ours}.shortcut.BatchNorm": f"{theirs}.downsample.1",
                             f"{ours}.se.fc1": f"{theirs}.se.fc1", f"{ours}.se.fc2": f"{theirs}.se.fc2"})
     return TorchLayout(modules)
+
+
+def _resnext_torch(arch):
+    """torchvision's ResNeXt and timm's SE nets."""
+    return _torchvision_resnet(resnext.ARCHITECTURES[arch][0], resnext.unit_scope)
+
+
+def _resnet_torch(arch):
+    """torchvision's ResNet-18/34 (basic units: two convolutions) and ResNet v1.5 (`variant="torchvision"`)."""
+    kind, units = resnet.ARCHITECTURES[arch]
+    return _torchvision_resnet(units, functools.partial(resnet.unit_scope, kind), convs=2 if kind == "basic" else 3)
 
 
 # (model, format) -> the function that makes its table.
@@ -195,6 +205,8 @@ LAYOUTS = {
     **{(arch, "keras_applications"): functools.partial(_resnet_keras_applications, arch)
        for arch, (kind, _) in resnet.ARCHITECTURES.items() if kind != "basic"},
     **{(arch, "torch"): functools.partial(_resnext_torch, arch) for arch in resnext.ARCHITECTURES},
+    **{(arch, "torch"): functools.partial(_resnet_torch, arch) for arch, (kind, _) in resnet.ARCHITECTURES.items()
+       if kind != "bottleneck_v2"},
 }
 
 
