@@ -136,3 +136,22 @@ def test_torchvision_resnets_load_and_choose_their_architecture(name, tmp_path, 
             kerasnets.resnet50(variant="caffe")
         with pytest.raises(ValueError, match="torchvision has no resnet50_v2"):
             kerasnets.resnet50_v2(variant="torchvision")
+
+
+def test_torchvision_vgg16_reads_fc6_channels_first_into_either_head(tmp_path):
+    """torchvision flattens pool5 as (channels, height, width), Keras as (height, width, channels): fc6's rows are
+    reordered, for the dense head and for the fully convolutional one (fc6 as a 7x7 convolution)."""
+    reference = reference_model("torchvision", "vgg16")
+    images = np.random.default_rng(1).normal(0, 1, (1, 224, 224, 3)).astype("float32")
+    expected = logits(reference, images)
+    path = str(tmp_path / "vgg16.safetensors")
+    save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, path)
+    del reference
+    for kwargs in ({}, {"fully_convolutional": True}):
+        model = kerasnets.vgg16(weights=path, classifier_activation=None, **kwargs)
+        got = np.asarray(model(images, training=False)).reshape(expected.shape)
+        worst = float(np.max(np.abs(got - expected)) / np.max(np.abs(expected)))
+        print(f"vgg16 {kwargs}: worst relative difference {worst:.2e}")
+        assert worst <= 1e-4, kwargs
+        del model
+    assert kerasnets.get_config("vgg16").pretrained("torchvision").top1 == 71.592

@@ -156,6 +156,7 @@ _VARIANTS = (
     ("vgg19", vgg19, "cbe5617147190e668d6c5d5026f83318", "253f8cb515780f3b799900260a226db6", 143_667_240,
      19_632_062_464, 71.3, "vgg_19", 71.1),
 )
+TORCHVISION = {"vgg16": ("vgg16-397923af.pth", 71.592), "vgg19": ("vgg19-dcbb9e9d.pth", 72.376)}
 for _name, _builder, _top_md5, _notop_md5, _params, _macs, _top1, _slim, _slim_top1 in _VARIANTS:
     registry.register(registry.ModelConfig(
         name=_name, builder=_builder, family="vgg", paper="https://arxiv.org/abs/1409.1556",
@@ -166,4 +167,6 @@ for _name, _builder, _top_md5, _notop_md5, _params, _macs, _top1, _slim, _slim_t
             top1=_top1),
             # slim's VGG: 1000 classes (no background) and its own preprocessing, ImageNet's mean in RGB order
             registry.slim_weights(f"{_slim}_2016_08_28.tar.gz", f"{_slim}.ckpt", input_size=DEFAULT_SIZE,
-                                  top1=_slim_top1, tag="imagenet_slim", classes=1000, preprocessing="rgb_mean"))))
+                                  top1=_slim_top1, tag="imagenet_slim", classes=1000, preprocessing="rgb_mean"),
+            # torchvision's (acc@1 of its weights enum), ImageNet mean/std
+            registry.torchvision_weights("torchvision", TORCHVISION[_name][0], top1=TORCHVISION[_name][1]))))

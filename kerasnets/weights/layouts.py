@@ -188,6 +188,21 @@ def _resnet_torch(arch):
     return _torchvision_resnet(units, functools.partial(resnet.unit_scope, kind), convs=2 if kind == "basic" else 3)
 
 
+def _vgg_torch(arch):
+    """torchvision's VGG: `features.<i>` numbers every layer (convolution, ReLU, and a max pool after each block),
+    `classifier.0`/`.3`/`.6` are fc6, fc7 and the class scores (fc6 reads pool5 flattened channels first)."""
+    modules, index = {}, 0
+    for b, count in enumerate(vgg.CONVS_PER_BLOCK[arch], start=1):
+        for i in range(1, count + 1):
+            modules[f"conv{b}.conv{b}_{i}"] = f"features.{index}"
+            index += 2  # the convolution and its ReLU
+        index += 1  # the block's max pool
+    head = {"fc6": "classifier.0", "fc7": "classifier.3", "Logits": "classifier.6"}
+    modules.update(head)
+    modules.update({"fc6.Conv2D": "classifier.0", "fc7.Conv2D": "classifier.3"})  # fully_convolutional=True
+    return TorchLayout(modules, head=tuple(head.values()), flattened={"fc6": "pool5", "fc6.Conv2D": "pool5"})
+
+
 # (model, format) -> the function that makes its table.
 LAYOUTS = {
     ("inception_v1", "slim"): _inception_v1_slim,
@@ -205,6 +220,7 @@ LAYOUTS = {
     **{(arch, "keras_applications"): functools.partial(_resnet_keras_applications, arch)
        for arch, (kind, _) in resnet.ARCHITECTURES.items() if kind != "basic"},
     **{(arch, "torch"): functools.partial(_resnext_torch, arch) for arch in resnext.ARCHITECTURES},
+    **{(arch, "torch"): functools.partial(_vgg_torch, arch) for arch in vgg.CONVS_PER_BLOCK},
     **{(arch, "torch"): functools.partial(_resnet_torch, arch) for arch, (kind, _) in resnet.ARCHITECTURES.items()
        if kind != "bottleneck_v2"},
 }

@@ -33,10 +33,13 @@ _IGNORED = ("num_batches_tracked",)
 @dataclasses.dataclass(frozen=True)
 class TorchLayout:
     """Our layer name -> the PyTorch module path holding its parameters (`block1.unit_1.bottleneck.conv2` ->
-    `layer1.0.conv2`); `classifier`: the module of the class scores (left out of a model without its top)."""
+    `layer1.0.conv2`); `head`: the modules after the features (left out of a model without its top);
+    `flattened`: our layers that read a flattened map -> the endpoint giving that map (PyTorch flattens
+    channels first, Keras channels last, so their rows are reordered)."""
 
     modules: dict
-    classifier: str = "fc"
+    head: tuple = ("fc",)
+    flattened: dict = dataclasses.field(default_factory=dict)
 
 
 def is_torch_file(path):
@@ -76,12 +79,16 @@ def read_state_dict(path):
     return {k: v.detach().float().numpy() if v.is_floating_point() else v.numpy() for k, v in state.items()}
 
 
-def _to_keras(layer, variable, value):
-    """A PyTorch tensor in the Keras variable's layout."""
+def _to_keras(layer, variable, value, flattened_map=None):
+    """A PyTorch tensor in the Keras variable's layout; `flattened_map`: the (height, width, channels) a fully
+    connected layer's input was flattened from."""
     import keras
 
     if variable.name != "kernel":
         return value
+    if flattened_map is not None and value.ndim == 2:  # (out, c * h * w) -> (h, w, c, out): a Dense or a Conv2D
+        height, width, channels = flattened_map
+        return value.reshape(-1, channels, height, width).transpose(2, 3, 1, 0)
     if isinstance(layer, keras.layers.DepthwiseConv2D):  # (channels * multiplier, 1, h, w) -> (h, w, channels, mult)
         multiplier = variable.shape[-1]
         return value.reshape(-1, multiplier, *value.shape[2:]).transpose(2, 3, 0, 1)
@@ -110,13 +117,15 @@ def read(model, path, layout):
                 missing.append(key)
                 continue
             used.add(key)
-            values.append(_to_keras(layer, variable, state[key]))
+            source = layout.flattened.get(layer.name)
+            shape = tuple(model.get_layer(source).output.shape[1:]) if source else None
+            values.append(_to_keras(layer, variable, state[key], shape))
         arrays[layer.name] = values
     if missing:
         hint = _closest(missing[0], state)
         raise ValueError(f"weights={path!r} lacks {len(missing)} key(s) this model needs, first: {missing[:3]}"
                          f"{hint} (the file of another architecture?)")
-    skipped = {f"{layout.classifier}.weight", f"{layout.classifier}.bias"}  # unused by a model without its top
+    skipped = {f"{m}.{p}" for m in layout.head for p in ("weight", "bias")}  # unused by a model without its top
     unexpected = sorted(k for k in state if k not in used and k not in skipped and not k.endswith(_IGNORED))
     if unexpected:
         expected = {f"{layout.modules[layer.name]}.{_TORCH_PARAMETER[v.name]}" for layer in model.layers
