@@ -22,8 +22,8 @@ def _build(args):
     config = registry.get_config(args.model)
     backbone = getattr(args, "backbone", None)
     if backbone is not None and config.task != "segmentation":
-        raise ValueError(f"--backbone applies to segmentation heads ({', '.join(registry.list_models(task='segmentation'))}); "
-                         f"{args.model!r} is a classifier")
+        heads = ", ".join(registry.list_models(task="segmentation"))
+        raise ValueError(f"--backbone applies to segmentation heads ({heads}); {args.model!r} is a classifier")
     size = config.default_size if args.input_size is None else args.input_size
     kwargs = {"weights": None, "input_shape": (size, size, 3)}
     if backbone is not None:

@@ -90,7 +90,8 @@ def test_published_pytorch_weights_are_registry_data(tmp_path, monkeypatch):
         "1a0047aa", "torch", "torch", 81.198)
     assert published.file(include_top=False).url == entry.url  # one state dict, the fc left unused without the top
     timm = kerasnets.get_config("seresnet50").pretrained("timm:seresnet50.ra2_in1k")
-    assert timm.file(include_top=True).url == "https://huggingface.co/timm/seresnet50.ra2_in1k/resolve/main/model.safetensors"
+    assert timm.file(include_top=True).url == (
+        "https://huggingface.co/timm/seresnet50.ra2_in1k/resolve/main/model.safetensors")
     assert timm.file(include_top=True).filename == "timm_seresnet50.ra2_in1k.safetensors" and timm.top1 == 80.26
     assert kerasnets.get_config("resnext101_32x8d").pretrained("torchvision_v1").top1 == 79.312
     # The hash check, on a file already in Keras' cache (nothing is downloaded).
@@ -127,7 +128,8 @@ def test_torchvision_resnets_load_and_choose_their_architecture(name, tmp_path, 
             p.numel() for p in reference.state_dict().values() if p.is_floating_point())
         assert model.get_layer("block2.unit_1.bottleneck_v1.conv2").strides == (2, 2)
         keras_layout = kerasnets.resnet50(input_shape=SHAPE)
-        assert keras_layout.name == "ResNet50" and keras_layout.get_layer("block2.unit_1.bottleneck_v1.conv1").strides == (2, 2)
+        assert keras_layout.name == "ResNet50"
+        assert keras_layout.get_layer("block2.unit_1.bottleneck_v1.conv1").strides == (2, 2)
         # Forced to keras.applications' architecture, the file lacks its convolutions' biases: named.
         with pytest.raises(ValueError, match=r"lacks 53 key\(s\) this model needs, first: \['conv1.bias'"):
             kerasnets.resnet50(weights=path, variant="keras", input_shape=SHAPE)

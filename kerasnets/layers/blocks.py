@@ -42,8 +42,8 @@ def conv(x, filters, kernel, name, settings, strides=1, padding="same", use_bias
         x = keras.layers.ZeroPadding2D(size // 2 * dilation_rate, name=f"{name}.Pad")(x)
         padding = "valid"
     return keras.layers.Conv2D(filters, kernel, strides=strides, padding=padding, use_bias=use_bias,
-                               dilation_rate=dilation_rate, groups=groups, kernel_initializer=fresh_initializer(settings.initializer),
-                               name=name)(x)
+                               dilation_rate=dilation_rate, groups=groups,
+                               kernel_initializer=fresh_initializer(settings.initializer), name=name)(x)
 
 
 def depthwise_conv(x, kernel, name, settings, strides=1, dilation_rate=1, depth_multiplier=1, padding="same"):

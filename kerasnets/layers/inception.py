@@ -159,7 +159,8 @@ def unit(x, op, scope, settings, depth=int, endpoint=False):
         return blocks.pool(x, op.kind, op.size, name, strides=op.strides, padding=op.padding)
     if isinstance(op, SeparableConv):
         x = keras.layers.SeparableConv2D(depth(op.filters), op.kernel, strides=op.strides, padding="same",
-                                         depth_multiplier=op.multiplier, depthwise_initializer=blocks.fresh_initializer(settings.initializer),
+                                         depth_multiplier=op.multiplier,
+                                         depthwise_initializer=blocks.fresh_initializer(settings.initializer),
                                          pointwise_initializer=blocks.fresh_initializer(settings.initializer),
                                          name=f"{name}.Conv2D" if endpoint else name)(x)
         return blocks.activation(x, name if endpoint else f"{name}.Relu", settings)
@@ -192,7 +193,8 @@ def residual_module(x, scope, branches, settings, scale, output_name, activate=T
     name = scope.replace("/", ".")
     mixed = keras.layers.Concatenate(name=f"{name}.concat")(
         [branch(x, ops, f"{scope}/{branch_name}", settings) for branch_name, ops in branches])
-    up = keras.layers.Conv2D(x.shape[-1], 1, use_bias=True, kernel_initializer=blocks.fresh_initializer(settings.initializer),
+    up = keras.layers.Conv2D(x.shape[-1], 1, use_bias=True,
+                             kernel_initializer=blocks.fresh_initializer(settings.initializer),
                              name=f"{name}.Conv2d_1x1")(mixed)
     up = keras.layers.Rescaling(scale, name=f"{name}.Scale")(up)
     x = keras.layers.Add(name=f"{name}.add" if activate else output_name)([x, up])

@@ -62,15 +62,16 @@ def _classifier(x, net, dropout_rate, fully_convolutional, fc_conv_padding):
     init = net.initializer
     if fully_convolutional:
         for name, kernel, padding in (("fc6", FC6_KERNEL, fc_conv_padding), ("fc7", 1, "same")):
-            x = keras.layers.Conv2D(FC_WIDTH, kernel, padding=padding, kernel_initializer=blocks.fresh_initializer(init),
-                                    name=f"{name}.Conv2D")(x)
+            x = keras.layers.Conv2D(FC_WIDTH, kernel, padding=padding,
+                                    kernel_initializer=blocks.fresh_initializer(init), name=f"{name}.Conv2D")(x)
             x = keras.layers.Activation("relu", name=name)(x)
             x = keras.layers.Dropout(dropout_rate, name=f"{name}.Dropout")(x)
         x = keras.layers.Conv2D(net.classes, 1, kernel_initializer=blocks.fresh_initializer(init), name="Logits")(x)
         return heads.predictions(x, net.classifier_activation)
     x = keras.layers.Flatten(name="fc6.Flatten")(x)
     for name in ("fc6", "fc7"):
-        x = keras.layers.Dense(FC_WIDTH, activation="relu", kernel_initializer=blocks.fresh_initializer(init), name=name)(x)
+        x = keras.layers.Dense(FC_WIDTH, activation="relu", kernel_initializer=blocks.fresh_initializer(init),
+                               name=name)(x)
         x = keras.layers.Dropout(dropout_rate, name=f"{name}.Dropout")(x)
     x = keras.layers.Dense(net.classes, kernel_initializer=blocks.fresh_initializer(init), name="Logits")(x)
     return heads.predictions(x, net.classifier_activation)
