@@ -28,6 +28,7 @@ import numpy as np  # noqa: E402
 import keras  # noqa: E402
 
 from kerasnets import export, layers as kn_layers, registry  # noqa: E402
+from tflite import median_ms, quiet_export  # noqa: E402  (the TFLite benchmark beside this one)
 
 
 def synthetic_segmentation_folder(root, size, count=8, seed=0):
@@ -48,16 +49,6 @@ def synthetic_segmentation_folder(root, size, count=8, seed=0):
             Image.fromarray(image.astype("uint8")).save(os.path.join(root, split, "images", f"{i}.png"))
             Image.fromarray(mask).save(os.path.join(root, split, "masks", f"{i}.png"))
     return root
-
-
-def median_ms(fn, repeats):
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
 
 
 def raw_pixel_head(head, backbone, size, classes=2):
@@ -81,13 +72,8 @@ def tflite_rows(size, repeats, backbone):
             figures = {}
             for quantize in ("none", "int8"):
                 path = os.path.join(tmp, f"{head}_{quantize}.tflite")
-                with open(os.devnull, "w") as quiet:
-                    stdout, sys.stdout = sys.stdout, quiet
-                    try:
-                        _, card = export.export(model, format="tflite", quantize=quantize, data=folder, output=path,
-                                                representative_count=8, verify=False)
-                    finally:
-                        sys.stdout = stdout
+                card = quiet_export(model, format="tflite", quantize=quantize, data=folder, output=path,
+                                    representative_count=8, verify=False)
                 runner = export.TFLiteRunner(path, threads=2)
                 agreement = float(np.mean(np.argmax(runner(images), -1) == np.argmax(model.predict(images, verbose=0),
                                                                                      -1)))

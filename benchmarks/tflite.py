@@ -9,9 +9,9 @@ phone app runs the file, reading its metadata) and Keras `predict` on the same i
 """
 
 import argparse
+import contextlib
 import os
 import statistics
-import sys
 import tempfile
 import time
 
@@ -34,6 +34,12 @@ def synthetic_folder(root, size, per_class=12, classes=2, seed=0):
                 image = tf.image.resize(rng.uniform(0, 255, (1, 6, 6, 3)), (size, size))[0]
                 tf.io.write_file(os.path.join(folder, f"{i}.png"), tf.io.encode_png(tf.cast(image, tf.uint8)))
     return root
+
+
+def quiet_export(model, **kwargs):
+    """`export.export` without its progress lines (the table is the output); returns the export's card."""
+    with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+        return export.export(model, **kwargs)[1]
 
 
 def median_ms(fn, repeats):
@@ -69,14 +75,9 @@ def main():
             base_size = base_ms = None
             for quantize in ["none"] + [q for q in args.quantize if q != "none"]:
                 path = os.path.join(tmp, f"{name}_{quantize}.tflite")
-                with open(os.devnull, "w") as quiet:
-                    stdout, sys.stdout = sys.stdout, quiet
-                    try:
-                        # Random weights make near-uniform predictions, so the figures are reported, not enforced.
-                        _, card = export.export(model, format="tflite", quantize=quantize, data=folder, output=path,
-                                                representative_count=24, verify=False)
-                    finally:
-                        sys.stdout = stdout
+                # Random weights make near-uniform predictions, so the figures are reported, not enforced.
+                card = quiet_export(model, format="tflite", quantize=quantize, data=folder, output=path,
+                                    representative_count=24, verify=False)
                 runner = export.TFLiteRunner(path, threads=2)
                 images = export.sample_images(model, folder)[0]
                 figures, _ = export.compare(model.predict(images, verbose=0), runner(images), "tflite", quantize)
