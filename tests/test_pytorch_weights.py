@@ -1,6 +1,8 @@
 """Weights published for PyTorch: a state dict written by torchvision or timm itself, loaded through `weights=`,
 gives the reference's own logits on the same batch (`tests/torch_reference.py`)."""
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -157,3 +159,19 @@ def test_torchvision_vgg16_reads_fc6_channels_first_into_either_head(tmp_path):
         assert worst <= 1e-4, kwargs
         del model
     assert kerasnets.get_config("vgg16").pretrained("torchvision").top1 == 71.592
+
+
+def test_files_that_are_not_state_dicts_are_refused_by_name(written, tmp_path, monkeypatch):
+    pth, _, _ = written["seresnet50"]
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match=r"broken.safetensors' is not a readable .safetensors file"):
+        kerasnets.seresnet50(weights=str(broken), input_shape=SHAPE)
+    torch.save([torch.zeros(2)], tmp_path / "list.pth")
+    with pytest.raises(ValueError, match=r"holds a list, not a state dict of tensors"):
+        kerasnets.seresnet50(weights=str(tmp_path / "list.pth"), input_shape=SHAPE)
+    # Without torch a .pth cannot be read: the error says what to install, or to convert to .safetensors.
+    monkeypatch.setitem(sys.modules, "torch", None)
+    with pytest.raises(ImportError, match=r"reading it needs torch \(pip install torch\), or convert it to "
+                                          r"\.safetensors"):
+        kerasnets.seresnet50(weights=pth, input_shape=SHAPE)

@@ -100,6 +100,8 @@ def test_cli_summary_of_a_keras_file(tmp_path, capsys):
     assert from_file == json.loads(capsys.readouterr().out)
     assert cli.main(["summary", path, "--input-size", "64"]) == 2
     assert "has its own input size" in capsys.readouterr().err
+    assert cli.main(["summary", path, "--backbone", "resnet18"]) == 2
+    assert "--backbone applies to registry names of segmentation heads" in capsys.readouterr().err
     assert cli.main(["summary", str(tmp_path / "missing.keras")]) == 2
     assert "no such .keras file" in capsys.readouterr().err
 
