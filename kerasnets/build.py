@@ -107,6 +107,29 @@ def registered_builder(model_name, body, display_name, initializer, doc):
     return builder
 
 
+
+def choose_variant(model_name, variant, weights, variants):
+    """The architecture to build: `variant` as given (one of `variants`), else the one `weights` are written
+    for: "torchvision" for a PyTorch state dict or a published set in PyTorch's layout, `variants[0]` (the
+    family's own) for anything else. Weights are resolved before the model is built, so the file decides."""
+    if variant is None:
+        return "torchvision" if "torchvision" in variants and _torch_layout(model_name, weights) else variants[0]
+    if variant not in variants:
+        raise ValueError(f"variant must be None (chosen by the weights) or one of {variants}, got variant={variant!r}")
+    return variant
+
+
+def _torch_layout(model_name, weights):
+    """Whether `weights` are in PyTorch's layout: a state dict file, or a published set written in it."""
+    from kerasnets.weights import pytorch
+
+    if not isinstance(weights, (str, os.PathLike)):
+        return False
+    config = registry.get_config(model_name)
+    if isinstance(weights, str) and weights in config.weight_tags:
+        return config.pretrained(weights).layout == "torch"
+    return pytorch.is_torch_file(weights)
+
 # ---- validation ------------------------------------------------------------------------------------------
 
 

@@ -119,8 +119,9 @@ class ModelConfig:
 
     def preprocessing_for(self, weights=None):
         """The normalisation `weights` expect: a published set's own (slim's VGG differs from keras.applications');
-        for a TF checkpoint given by path, that of the published slim set (the layout it is written in); for a
-        PyTorch state dict, ImageNet mean/std; the model's own for anything else."""
+        for a TF checkpoint or a PyTorch state dict given by path, that of the published set in its layout
+        (torchvision's GoogLeNet transforms its input to [-1, 1]; others take ImageNet mean/std); the model's
+        own for anything else."""
         if isinstance(weights, str) and weights in self.weight_tags:
             return self.pretrained(weights).preprocessing
         from kerasnets.weights import is_tf_checkpoint, pytorch
@@ -128,7 +129,8 @@ class ModelConfig:
         if isinstance(weights, (str, os.PathLike)) and is_tf_checkpoint(os.fspath(weights)):
             return next((w.preprocessing for w in self.weights if w.layout == "slim"), self.preprocessing)
         if isinstance(weights, (str, os.PathLike)) and pytorch.is_torch_file(weights):
-            return "torch"  # torchvision's and timm's: ImageNet mean and standard deviation
+            # that of the published PyTorch set (the layout it is written in); ImageNet mean/std otherwise
+            return next((w.preprocessing for w in self.weights if w.layout == "torch"), "torch")
         return self.preprocessing
 
     def preprocess(self, x, weights=None):
@@ -174,13 +176,14 @@ TORCHVISION_TABLE = "https://pytorch.org/vision/stable/models.html"  # torchvisi
 TIMM_TABLE = "https://github.com/huggingface/pytorch-image-models/blob/main/results/results-imagenet.csv"
 
 
-def torchvision_weights(tag, filename, *, top1, input_size=224):
-    """torchvision's published state dict `filename` (`<name>-<first 8 hex digits of its SHA-256>.pth`, checked
-    after download); ImageNet mean/std preprocessing; the same file with or without the classifier."""
+def torchvision_weights(tag, filename, *, top1, input_size=224, preprocessing="torch"):
+    """torchvision's published state dict `filename` (`<name>-<first hex digits of its SHA-256>.pth`, checked
+    after download); ImageNet mean/std preprocessing unless the model transforms its input itself
+    (`transform_input`); the same file with or without the classifier."""
     prefix = filename.rsplit("-", 1)[-1].split(".")[0]
     with_top = WeightsFile(f"{TORCHVISION_ROOT}{filename}", None, include_top=True, sha256_prefix=prefix)
     return PretrainedWeights(tag=tag, files=(with_top, dataclasses.replace(with_top, include_top=False)),
-                             layout="torch", preprocessing="torch", input_size=input_size, top1=top1,
+                             layout="torch", preprocessing=preprocessing, input_size=input_size, top1=top1,
                              top1_source=TORCHVISION_TABLE)
 
 

@@ -10,12 +10,24 @@ from safetensors.torch import save_file
 
 import kerasnets
 from kerasnets import weights as weights_lib
-from torch_reference import logits, reference_model
+from torch_reference import MEAN, STD, logits, reference_model
 
-# our name, the library publishing the layout, its name there
-CASES = [("resnext50_32x4d", "torchvision", "resnext50_32x4d"), ("seresnet50", "timm", "seresnet50"),
-         ("seresnext50_32x4d", "timm", "seresnext50_32x4d")]
+# our name, the library publishing the layout, its name there, whether its kernels need redrawing at He's scale
+CASES = [("resnext50_32x4d", "torchvision", "resnext50_32x4d", False), ("seresnet50", "timm", "seresnet50", False),
+         ("seresnext50_32x4d", "timm", "seresnext50_32x4d", False),
+         ("shufflenet_v2_x0_5", "torchvision", "shufflenet_v2_x0_5", True)]
 SHAPE = (64, 64, 3)
+
+
+def assert_agrees(label, got, expected):
+    """Relative difference <= 1e-4 and the same argmax, on a batch whose images the reference tells apart (a
+    reference whose logits ignore the input would make any loader agree)."""
+    scale = float(np.max(np.abs(expected)))
+    assert np.max(np.abs(expected[0] - expected[-1])) > 0.01 * scale, f"{label}: the reference ignores its input"
+    worst = float(np.max(np.abs(got - expected))) / scale
+    print(f"{label}: worst relative difference {worst:.2e}")
+    assert worst <= 1e-4, label
+    np.testing.assert_array_equal(got.argmax(-1), expected.argmax(-1))
 
 
 @pytest.fixture(scope="module")
@@ -25,36 +37,33 @@ def images():
 
 @pytest.fixture(scope="module")
 def written(tmp_path_factory, images):
-    """{our name: (.pth path, .safetensors path, the reference's logits)}."""
+    """{our name: (.pth path, .safetensors path, the reference's logits, its feature width)}."""
     root = tmp_path_factory.mktemp("torch")
     made = {}
-    for name, library, theirs in CASES:
-        reference = reference_model(library, theirs)
+    for name, library, theirs, he_kernels in CASES:
+        reference = reference_model(library, theirs, he_kernels=he_kernels)
         state = reference.state_dict()
         pth, safetensors = str(root / f"{name}.pth"), str(root / f"{name}.safetensors")
         torch.save(state, pth)
         save_file({k: v.contiguous() for k, v in state.items()}, safetensors)
-        made[name] = (pth, safetensors, logits(reference, images))
+        made[name] = (pth, safetensors, logits(reference, images), state["fc.weight"].shape[1])
     return made
 
 
 @pytest.mark.parametrize("name", [case[0] for case in CASES])
 def test_a_state_dict_written_by_the_reference_gives_its_logits(name, written, images):
-    pth, safetensors, expected = written[name]
+    pth, safetensors, expected, width = written[name]
     for path in (pth, safetensors):
         model = kerasnets.create_model(name, weights=path, input_shape=SHAPE, classifier_activation=None)
         got = np.asarray(model(images, training=False))
-        worst = float(np.max(np.abs(got - expected)) / np.max(np.abs(expected)))
-        print(f"{name} from {path.rsplit('.', 1)[-1]}: worst relative difference {worst:.2e}")
-        assert worst <= 1e-4, path
-        np.testing.assert_array_equal(got.argmax(-1), expected.argmax(-1))
+        assert_agrees(f"{name} from {path.rsplit('.', 1)[-1]}", got, expected)
     # Without the classifier: the same features, the file's fc left unused.
     bare = kerasnets.create_model(name, weights=safetensors, include_top=False, input_shape=SHAPE, pooling="avg")
-    assert bare.output.shape[-1] == 2048
+    assert bare.output.shape[-1] == width
 
 
 def test_files_that_do_not_fit_are_named_before_any_weight_changes(written, tmp_path):
-    pth, safetensors, _ = written["seresnet50"]
+    pth, safetensors, _, _ = written["seresnet50"]
     # Another architecture: SE-ResNet-50's squeeze-and-excitation keys have no place in ResNeXt-50.
     with pytest.raises(ValueError, match=r"has 64 key\(s\) this model does not, first: \['layer1.0.se.fc1.bias'"):
         kerasnets.resnext50_32x4d(weights=safetensors, input_shape=SHAPE)
@@ -77,8 +86,8 @@ def test_files_that_do_not_fit_are_named_before_any_weight_changes(written, tmp_
     with pytest.raises(ValueError, match=r"is not a plain state dict .* save model.state_dict\(\) instead"):
         kerasnets.seresnet50(weights=str(tmp_path / "model.pth"), input_shape=SHAPE)
     # A family without a PyTorch layout says which formats it loads.
-    with pytest.raises(ValueError, match=r"model 'inception_v3' has no torch layout \(a PyTorch state dict\)"):
-        kerasnets.inception_v3(weights=safetensors, input_shape=(75, 75, 3))
+    with pytest.raises(ValueError, match=r"model 'xception' has no torch layout \(a PyTorch state dict\)"):
+        kerasnets.xception(weights=safetensors, input_shape=(71, 71, 3))
 
 
 def test_published_pytorch_weights_are_registry_data(tmp_path, monkeypatch):
@@ -120,10 +129,7 @@ def test_torchvision_resnets_load_and_choose_their_architecture(name, tmp_path, 
     torch.save(reference.state_dict(), path)
     model = kerasnets.create_model(name, weights=path, input_shape=SHAPE, classifier_activation=None)
     got = np.asarray(model(images, training=False))
-    worst = float(np.max(np.abs(got - expected)) / np.max(np.abs(expected)))
-    print(f"{name} from pth: worst relative difference {worst:.2e}")
-    assert worst <= 1e-4
-    np.testing.assert_array_equal(got.argmax(-1), expected.argmax(-1))
+    assert_agrees(f"{name} from pth", got, expected)
     assert kerasnets.get_config(name).preprocessing_for(path) == "torch"
     if name == "resnet50":
         assert model.name == "ResNet50_v1_5" and model.count_params() == sum(
@@ -146,7 +152,7 @@ def test_torchvision_vgg16_reads_fc6_channels_first_into_either_head(tmp_path):
     """torchvision flattens pool5 as (channels, height, width), Keras as (height, width, channels): fc6's rows are
     reordered, for the dense head and for the fully convolutional one (fc6 as a 7x7 convolution)."""
     reference = reference_model("torchvision", "vgg16")
-    images = np.random.default_rng(1).normal(0, 1, (1, 224, 224, 3)).astype("float32")
+    images = np.random.default_rng(1).normal(0, 1, (2, 224, 224, 3)).astype("float32")
     expected = logits(reference, images)
     path = str(tmp_path / "vgg16.safetensors")
     save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, path)
@@ -154,15 +160,13 @@ def test_torchvision_vgg16_reads_fc6_channels_first_into_either_head(tmp_path):
     for kwargs in ({}, {"fully_convolutional": True}):
         model = kerasnets.vgg16(weights=path, classifier_activation=None, **kwargs)
         got = np.asarray(model(images, training=False)).reshape(expected.shape)
-        worst = float(np.max(np.abs(got - expected)) / np.max(np.abs(expected)))
-        print(f"vgg16 {kwargs}: worst relative difference {worst:.2e}")
-        assert worst <= 1e-4, kwargs
+        assert_agrees(f"vgg16 {kwargs}", got, expected)
         del model
     assert kerasnets.get_config("vgg16").pretrained("torchvision").top1 == 71.592
 
 
 def test_files_that_are_not_state_dicts_are_refused_by_name(written, tmp_path, monkeypatch):
-    pth, _, _ = written["seresnet50"]
+    pth, _, _, _ = written["seresnet50"]
     broken = tmp_path / "broken.safetensors"
     broken.write_bytes(b"not a safetensors file")
     with pytest.raises(ValueError, match=r"broken.safetensors' is not a readable .safetensors file"):
@@ -175,3 +179,58 @@ def test_files_that_are_not_state_dicts_are_refused_by_name(written, tmp_path, m
     with pytest.raises(ImportError, match=r"reading it needs torch \(pip install torch\), or convert it to "
                                           r"\.safetensors"):
         kerasnets.seresnet50(weights=pth, input_shape=SHAPE)
+
+
+@pytest.mark.parametrize("size", [64, 67])
+def test_torchvision_googlenet_runs_as_torchvision_runs_it(size, tmp_path):
+    """GoogLeNet's published file was trained with transform_input=True (ImageNet-normalised input turned back into
+    pixels in [-1, 1]): the same pixels through the registered preprocessing give torchvision's logits. An odd size
+    checks the ceil-mode pools; the file's auxiliary classifiers are left unused."""
+    reference = reference_model("torchvision", "googlenet", he_kernels=True, aux_logits=True, transform_input=True,
+                                init_weights=True)
+    pixels = np.random.default_rng(2).uniform(0, 255, (2, size, size, 3)).astype("float32")
+    expected = logits(reference, ((pixels / 255 - MEAN) / STD).astype("float32"))
+    path = str(tmp_path / "googlenet.pth")
+    torch.save(reference.state_dict(), path)
+    assert any(k.startswith("aux1.") for k in reference.state_dict())
+    config = kerasnets.get_config("googlenet")
+    assert config.preprocessing_for(path) == config.pretrained("torchvision").preprocessing == "tf"
+    model = kerasnets.googlenet(weights=path, input_shape=(size, size, 3), classifier_activation=None)
+    got = np.asarray(model(config.preprocess(pixels, weights=path), training=False))
+    assert_agrees(f"googlenet at {size}", got, expected)
+    assert model.name == "GoogLeNet_torchvision" and kerasnets.inception_v1(input_shape=(size, size, 3)).name == (
+        "InceptionV1")
+    assert model.count_params() == sum(v.numel() for k, v in reference.state_dict().items()
+                                       if v.is_floating_point() and not k.startswith(("aux1.", "aux2.")))
+    # slim's architecture (batch norm without gamma) cannot take it: named, before any weight changes.
+    with pytest.raises(ValueError, match=r"has 57 key\(s\) this model does not, first: \['conv1.bn.weight'"):
+        kerasnets.inception_v1(weights=path, variant="slim", input_shape=(size, size, 3))
+
+
+def test_torchvision_inception_v3_with_its_auxiliary_classifier(tmp_path):
+    """At 299x299 both of torchvision's classifiers (its AuxLogits read Mixed_6e) agree with ours; without
+    aux_logits the file's AuxLogits are left unused; where our auxiliary head would differ (a smaller input
+    shrinks its 5x5 convolution, which torchvision's cannot), the layer is named."""
+    reference = reference_model("torchvision", "inception_v3", aux_logits=True, transform_input=True,
+                                init_weights=True)
+    pixels = np.random.default_rng(3).uniform(0, 255, (2, 299, 299, 3)).astype("float32")
+    seen = {}
+    reference.Mixed_6e.register_forward_hook(lambda module, inputs, output: seen.update(mixed_6e=output))
+    expected = logits(reference, ((pixels / 255 - MEAN) / STD).astype("float32"))
+    with torch.no_grad():
+        expected_aux = reference.AuxLogits(seen["mixed_6e"]).numpy()
+    path = str(tmp_path / "inception_v3.safetensors")
+    save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, path)
+    del reference
+    config = kerasnets.get_config("inception_v3")
+    model = kerasnets.inception_v3(weights=path, aux_logits=True, classifier_activation=None)
+    assert model.name == "InceptionV3_torchvision"
+    got, got_aux = (np.asarray(t) for t in model(config.preprocess(pixels, weights=path), training=False))
+    for name, ours, theirs in (("Logits", got, expected), ("AuxLogits", got_aux, expected_aux)):
+        assert_agrees(f"inception_v3 {name}", ours, theirs)
+    del model
+    plain = kerasnets.inception_v3(weights=path, input_shape=(139, 139, 3))
+    assert "AuxLogits" not in [layer.name for layer in plain.layers]
+    with pytest.raises(ValueError, match=r"has a layer 'AuxLogits.Conv2d_2a_1x1' that its PyTorch layout does not "
+                                         r"map"):
+        kerasnets.inception_v3(weights=path, aux_logits=True, input_shape=(107, 107, 3))

@@ -62,14 +62,16 @@ def test_config_is_data():
     assert {w.include_top for w in published.files} == {True, False}
     assert all(w.url.startswith("https://storage.googleapis.com/tensorflow/keras-applications/")
                for w in published.files)
-    with pytest.raises(ValueError, match=r"weights='jft': no published weights .* Available: \['imagenet'\]"):
+    with pytest.raises(ValueError, match=r"weights='jft': no published weights .* Available: \['imagenet', "
+                                         r"'torchvision'\]"):
         config.pretrained("jft")
     assert kerasnets.list_models(pretrained=True) == [
         "inception_resnet_v2", "inception_v1", "inception_v2", "inception_v3", "inception_v4", "mobilenet_v1_025",
         "mobilenet_v1_050", "mobilenet_v1_075", "mobilenet_v1_100", "resnet101",
         "resnet101_v2", "resnet152", "resnet152_v2", "resnet18", "resnet34", "resnet50", "resnet50_v2",
         "resnext101_32x8d", "resnext50_32x4d",
-        "seresnet50", "seresnext101_32x4d", "seresnext50_32x4d", "vgg16", "vgg19", "xception"]
+        "seresnet50", "seresnext101_32x4d", "seresnext50_32x4d", "shufflenet_v2_x0_5", "shufflenet_v2_x1_0",
+        "shufflenet_v2_x1_5", "shufflenet_v2_x2_0", "vgg16", "vgg19", "xception"]
 
 
 def test_summary_rows_add_up():

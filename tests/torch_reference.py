@@ -19,14 +19,16 @@ def torchvision():
     return tv
 
 
-def reference_model(library, name, seed=0):
+def reference_model(library, name, seed=0, he_kernels=False, **kwargs):
     """`name` built by `library` ("torchvision" or "timm") with random weights and random batch-norm statistics,
-    in eval mode."""
+    in eval mode; `kwargs` go to torchvision's builder. `he_kernels` redraws every kernel at He et al.'s scale,
+    so the input reaches the logits where the library's own initialisation does not let it (GoogLeNet's std
+    0.01 leaves logits that are the batch norms' offsets whatever the image)."""
     import torch
 
     torch.manual_seed(seed)
     if library == "torchvision":
-        model = getattr(torchvision().models, name)()
+        model = getattr(torchvision().models, name)(**kwargs)
     else:
         torchvision()  # timm imports it
         import timm
@@ -35,12 +37,18 @@ def reference_model(library, name, seed=0):
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for module in model.modules():
+            if he_kernels and isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
+                torch.nn.init.kaiming_normal_(module.weight, generator=generator)
             if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
                 module.running_mean.normal_(0, 0.2, generator=generator)
                 module.running_var.uniform_(0.5, 1.5, generator=generator)
                 module.weight.uniform_(0.5, 1.5, generator=generator)
                 module.bias.normal_(0, 0.2, generator=generator)
     return model.eval()
+
+
+# torchvision's ImageNet normalisation of pixels in [0, 1]
+MEAN, STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
 
 
 def logits(model, images):

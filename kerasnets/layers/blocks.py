@@ -103,8 +103,16 @@ def activated_separable_conv_norm(x, filters, scope, settings, pre_activation=Tr
 
 
 def pool(x, kind, size, name, strides=None, padding="valid"):
-    """Max ("max") or average ("avg") pooling."""
+    """Max ("max") or average ("avg") pooling. Two of PyTorch's paddings besides "valid"/"same":
+    "symmetric" pads size // 2 zeros on every side, so an average counts them (`count_include_pad=True`);
+    "ceil" lets the last window run up to strides - 1 past the end (`ceil_mode=True`), padded with zeros,
+    which for a max of ReLU outputs (never negative) is PyTorch's -inf."""
     layer = keras.layers.MaxPooling2D if kind == "max" else keras.layers.AveragePooling2D
+    strides = strides or size
+    if padding in ("symmetric", "ceil"):
+        pad = size // 2 if padding == "symmetric" else ((0, strides - 1), (0, strides - 1))
+        x = keras.layers.ZeroPadding2D(pad, name=f"{name}.Pad")(x)
+        padding = "valid"
     return layer(size, strides=strides, padding=padding, name=name)(x)
 
 

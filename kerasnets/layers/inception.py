@@ -109,8 +109,11 @@ def spatial_size(stem, modules, size, until):
             kernel = op.kernel[0] if isinstance(op, (Conv, SeparableConv)) else op.size
             dilation = getattr(op, "dilation", 1)
             padding = getattr(op, "padding", "same")  # a SeparableConv is always "same"
+            extent = (kernel - 1) * dilation + 1
             size = (-(-size // op.strides) if padding == "same" else
-                    (size - (kernel - 1) * dilation - 1) // op.strides + 1)
+                    (size - extent) // op.strides + 1 if padding == "valid" else
+                    -(-(size - extent) // op.strides) + 1 if padding == "ceil" else
+                    (size + 2 * (extent // 2) - extent) // op.strides + 1)  # "symmetric"
         if endpoint == until:
             return size
     raise ValueError(f"unknown endpoint {until!r}")

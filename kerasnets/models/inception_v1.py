@@ -12,7 +12,20 @@ Slim's checkpoint names the second convolution of that branch in Mixed_5b
 `same`-padded, so any input from 32x32 up works; the classifier pools
 globally (slim's 7x7 average pool at 224x224), drops out 20% (`Dropout_0b`)
 and scores with a 1x1 convolution, here the equivalent `Logits` Dense layer.
+
+torchvision's GoogLeNet is the same network with three differences, built by
+`variant="torchvision"` (chosen by itself for a PyTorch state dict): batch
+norm with gamma, the 7x7/2 stem convolution padded 3 on every side, and
+stride-2 max pools in PyTorch's `ceil_mode` (the last window may overhang).
+Its published weights were trained with `transform_input=True`, which turns
+ImageNet mean/std-normalised input back into pixels scaled to [-1, 1]: that is
+the preprocessing registered with them ("tf"), and the model itself has no
+such layer. Its auxiliary classifiers (`aux1`, `aux2`) are in the file and
+left unused: they only serve training.
 """
+
+import dataclasses
+import functools
 
 import keras
 
@@ -26,6 +39,9 @@ MIN_SIZE = 32
 # inception_v1_base initialises its convolutions from a truncated normal with stddev 0.01.
 CONV_SETTINGS = blocks.ConvSettings(initializer=keras.initializers.TruncatedNormal(stddev=0.01),
                                     batch_norm_epsilon=0.001, batch_norm_momentum=0.9997, batch_norm_scale=False)
+# torchvision's BasicConv2d: batch norm with gamma, epsilon 0.001, PyTorch's momentum 0.1 (Keras' 0.9).
+TORCH_SETTINGS = dataclasses.replace(CONV_SETTINGS, batch_norm_momentum=0.9, batch_norm_scale=True)
+VARIANTS = ("slim", "torchvision")
 
 STEM = (
     ("Conv2d_1a_7x7", conv(None, 64, 7, strides=2)),  # 112x112x64 at 224
@@ -63,13 +79,25 @@ MODULES = (
 ENDPOINTS = tuple(name for name, _ in STEM + MODULES)
 
 
-def _body(x, net):
-    yield from inception.stem_and_modules(x, STEM, MODULES, CONV_SETTINGS.with_initializer(net.initializer))
+def _as_torchvision(op):
+    """PyTorch's padding where it differs from slim's: the stride-2 convolution pads 3 on every side, the
+    stride-2 max pools run in ceil_mode."""
+    if op.strides == 1:
+        return op
+    return op._replace(padding="symmetric" if isinstance(op, inception.Conv) else "ceil")
+
+
+def _body(x, net, variant):
+    stem, modules, settings = STEM, MODULES, CONV_SETTINGS
+    if variant == "torchvision":
+        stem, modules = inception.restyle(STEM, _as_torchvision), inception.restyle(MODULES, _as_torchvision)
+        settings = TORCH_SETTINGS
+    yield from inception.stem_and_modules(x, stem, modules, settings.with_initializer(net.initializer))
 
 
 def inception_v1(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
-                 classes=1000, classifier_activation="softmax", name="InceptionV1", final_endpoint="Mixed_5c",
-                 dropout_rate=0.2):
+                 classes=1000, classifier_activation="softmax", name=None, final_endpoint="Mixed_5c",
+                 dropout_rate=0.2, variant=None):
     """Instantiates Inception v1 / GoogLeNet (Szegedy et al., CVPR 2015) with TF-slim's endpoints.
 
     Args follow keras.applications: `include_top`, `weights` (None;
@@ -79,11 +107,17 @@ def inception_v1(include_top=True, weights=None, input_tensor=None, input_shape=
     `input_tensor`, `input_shape` (at least 32x32, default 224x224x3),
     `pooling`, `classes`, `classifier_activation`, `name`; `final_endpoint`
     truncates after that endpoint (with include_top=False); `dropout_rate`
-    before `Logits` (slim keeps 0.8: rate 0.2).
+    before `Logits` (slim keeps 0.8: rate 0.2); `variant` (None: what the
+    weights are written for; "slim"; "torchvision": torchvision's GoogLeNet,
+    for its `.pth`/`.safetensors` state dicts and `weights="torchvision"`).
+    The model is named "InceptionV1" (slim) or "InceptionV1_torchvision".
     """
     build.check_number("dropout_rate", dropout_rate, high=1, low_inclusive=True)
+    variant = build.choose_variant("inception_v1", variant, weights, VARIANTS)
+    if name is None:
+        name = "InceptionV1" + ("_torchvision" if variant == "torchvision" else "")
     return build.build_model(
-        "inception_v1", _body, include_top=include_top, weights=weights, input_tensor=input_tensor,
+        "inception_v1", functools.partial(_body, variant=variant), include_top=include_top, weights=weights, input_tensor=input_tensor,
         input_shape=input_shape, pooling=pooling, classes=classes, classifier_activation=classifier_activation,
         name=name, final_endpoint=final_endpoint, initializer=CONV_SETTINGS.initializer,
         head=build.ClassifierHead("AvgPool_0a_7x7", (dropout_rate, "Dropout_0b")))
@@ -94,10 +128,14 @@ CONFIG = registry.register(registry.ModelConfig(
     default_size=DEFAULT_SIZE, min_size=MIN_SIZE, features=inception.features(STEM, MODULES), params=6_632_184, macs=1_498_376_192,
     preprocessing="tf",
     weights=(registry.slim_weights("inception_v1_2016_08_28.tar.gz", "inception_v1.ckpt", input_size=DEFAULT_SIZE,
-                                   top1=69.8),)))
+                                   top1=69.8),
+             # trained with transform_input=True: the input it sees is pixels scaled to [-1, 1]
+             registry.torchvision_weights("torchvision", "googlenet-1378be20.pth", top1=69.778, preprocessing="tf"))))
 registry.register_alias("googlenet", "inception_v1")
 
 
 def googlenet(**kwargs):
-    """`inception_v1(**kwargs)` under the paper's name for it (the model is named "GoogLeNet")."""
-    return inception_v1(**{"name": "GoogLeNet", **kwargs})
+    """`inception_v1(**kwargs)` under the paper's name for it (the model is named "GoogLeNet", or
+    "GoogLeNet_torchvision" for torchvision's architecture)."""
+    variant = build.choose_variant("inception_v1", kwargs.get("variant"), kwargs.get("weights"), VARIANTS)
+    return inception_v1(**{"name": "GoogLeNet" + ("_torchvision" if variant == "torchvision" else ""), **kwargs})

@@ -10,8 +10,16 @@ so both published weight layouts load into it. Layer names mirror slim's
 variable scopes with "." for "/": `Mixed_5b.Branch_1.Conv2d_0b_5x5` is the
 convolution, `...Conv2d_0b_5x5.BatchNorm` its batch norm; the layer whose
 output is an endpoint carries the endpoint's name.
+
+torchvision's Inception v3 is the same network with two differences, built by
+`variant="torchvision"` (chosen by itself for a PyTorch state dict): batch
+norm with gamma, and 3x3 average pools that count the padding in their mean
+(PyTorch's `count_include_pad`). Its published weights were trained with
+`transform_input=True`, which turns ImageNet mean/std-normalised input back
+into pixels scaled to [-1, 1]: the "tf" preprocessing registered with them.
 """
 
+import dataclasses
 import functools
 
 import keras
@@ -24,6 +32,9 @@ from kerasnets.layers.inception import Fork, avg_pool, conv, max_pool
 # epsilon 0.001, decay 0.9997; slim's variance_scaling_initializer() is 2/fan_in, a truncated normal.
 CONV_SETTINGS = blocks.ConvSettings(initializer="he_normal", batch_norm_epsilon=0.001, batch_norm_momentum=0.9997,
                                     batch_norm_scale=False)
+# torchvision's BasicConv2d: batch norm with gamma, epsilon 0.001, PyTorch's momentum 0.1 (Keras' 0.9).
+TORCH_SETTINGS = dataclasses.replace(CONV_SETTINGS, batch_norm_momentum=0.9, batch_norm_scale=True)
+VARIANTS = ("slim", "torchvision")
 
 # The stem (paper table 1 up to the first inception module), shared with Inception-ResNet v2.
 STEM = inception.V3_STEM
@@ -105,9 +116,16 @@ def conv_layer_name(scope):
     return inception.conv_layer_name(scope, BASE_ENDPOINTS)
 
 
-def _body(x, net, depth):
+def _count_padding(op):
+    """torchvision's 3x3/1 average pools pad 1 zero on every side and count it in the mean."""
+    return op._replace(padding="symmetric") if isinstance(op, inception.Pool) and op.kind == "avg" else op
+
+
+def _body(x, net, depth, variant):
     """The stem, then the inception modules: yields each endpoint."""
-    yield from inception.stem_and_modules(x, STEM, MIXED, CONV_SETTINGS.with_initializer(net.initializer), depth)
+    mixed, settings = (inception.restyle(MIXED, _count_padding), TORCH_SETTINGS) if variant == "torchvision" else (
+        MIXED, CONV_SETTINGS)
+    yield from inception.stem_and_modules(x, STEM, mixed, settings.with_initializer(net.initializer), depth)
 
 
 def _check_aux_input(shape):
@@ -120,8 +138,8 @@ def _check_aux_input(shape):
 
 
 def inception_v3(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
-                 classes=1000, classifier_activation="softmax", name="InceptionV3", final_endpoint="Mixed_7c",
-                 depth_multiplier=1.0, min_depth=16, aux_logits=False, dropout_rate=0.2):
+                 classes=1000, classifier_activation="softmax", name=None, final_endpoint="Mixed_7c",
+                 depth_multiplier=1.0, min_depth=16, aux_logits=False, dropout_rate=0.2, variant=None):
     """Instantiates Inception v3 (Szegedy et al., CVPR 2016) with TF-slim's endpoints.
 
     Args:
@@ -130,7 +148,9 @@ def inception_v3(include_top=True, weights=None, input_tensor=None, input_shape=
       weights: None (slim's initializers), "imagenet" (keras.applications'
         published file, fetched and hash-checked), the path of a
         keras.applications-layout `.h5`, of a Keras `.weights.h5`/`.keras`
-        file written from a kerasnets model, or a TF-slim checkpoint prefix.
+        file written from a kerasnets model, or a TF-slim checkpoint prefix;
+        "torchvision" or a PyTorch `.pth`/`.safetensors` state dict in
+        torchvision's layout (its AuxLogits load when aux_logits=True).
         A slim checkpoint has 1001 classes (0 = background); with
         `classes=1000` that row is dropped so indices match ImageNet's 1000.
       input_tensor: optional Keras tensor to use as the model's input.
@@ -139,7 +159,7 @@ def inception_v3(include_top=True, weights=None, input_tensor=None, input_shape=
       pooling: None, "avg" or "max": global pooling when include_top=False.
       classes: number of classes of the classifier.
       classifier_activation: activation of `Predictions` (None: logits).
-      name: model name.
+      name: model name (default "InceptionV3", or "InceptionV3_torchvision").
       final_endpoint: truncate the network after this base endpoint, like
         slim's `inception_v3_base` (only with include_top=False).
       depth_multiplier: scales every convolution's filters:
@@ -148,6 +168,9 @@ def inception_v3(include_top=True, weights=None, input_tensor=None, input_shape=
       aux_logits: add slim's auxiliary head on Mixed_6e; the model then
         outputs `[Predictions, AuxLogits]` (AuxLogits are logits).
       dropout_rate: dropout before `Logits` (slim keeps 0.8: rate 0.2).
+      variant: None (what the weights are written for), "slim" (also
+        keras.applications') or "torchvision" (its batch norms have gamma, its
+        average pools count padding).
 
     Returns:
       A `keras.Model`; `kerasnets.endpoints(model)` lists its endpoints.
@@ -158,21 +181,28 @@ def inception_v3(include_top=True, weights=None, input_tensor=None, input_shape=
     if aux_logits and not include_top:
         raise ValueError("aux_logits=True adds a second classifier and needs include_top=True")
 
+    variant = build.choose_variant("inception_v3", variant, weights, VARIANTS)
+    if name is None:
+        name = "InceptionV3" + ("_torchvision" if variant == "torchvision" else "")
+
     def depth(filters):
         return max(int(filters * depth_multiplier), min_depth)
 
-    side_head = build.SideHead(AUX_INPUT, functools.partial(_aux_head, depth=depth)) if aux_logits else None
+    settings = TORCH_SETTINGS if variant == "torchvision" else CONV_SETTINGS
+    side_head = (build.SideHead(AUX_INPUT, functools.partial(_aux_head, depth=depth, settings=settings))
+                 if aux_logits else None)
     return build.build_model(
-        "inception_v3", functools.partial(_body, depth=depth), include_top=include_top, weights=weights,
+        "inception_v3", functools.partial(_body, depth=depth, variant=variant), include_top=include_top,
+        weights=weights,
         input_tensor=input_tensor, input_shape=input_shape, pooling=pooling, classes=classes,
         classifier_activation=classifier_activation, name=name, final_endpoint=final_endpoint,
         initializer=CONV_SETTINGS.initializer, head=build.ClassifierHead("AvgPool_1a", (dropout_rate, "PreLogits")),
         side_head=side_head, check_shape=_check_aux_input if aux_logits else None)
 
 
-def _aux_head(x, net, depth):
-    """slim's auxiliary classifier on Mixed_6e (section 4 of the paper)."""
-    settings = CONV_SETTINGS  # the aux head keeps its initializers: keras.applications' files do not have it
+def _aux_head(x, net, depth, settings):
+    """slim's auxiliary classifier on Mixed_6e (section 4 of the paper); torchvision's is the same."""
+    # the aux head keeps its initializers: keras.applications' files do not have it
     x = keras.layers.AveragePooling2D(5, strides=3, padding="valid", name="AuxLogits.AvgPool_1a_5x5")(x)
     x = inception.unit(x, conv(None, 128, 1), "AuxLogits/Conv2d_1b_1x1", settings, depth)
     # slim shrinks the 5x5 kernel when the map is smaller (and names the scope after it).
@@ -198,4 +228,8 @@ IMAGENET = registry.keras_applications_weights(
 CONFIG = registry.register(registry.ModelConfig(
     name="inception_v3", builder=inception_v3, family="inception_v3", paper="https://arxiv.org/abs/1512.00567",
     default_size=DEFAULT_SIZE, min_size=MIN_SIZE, features=inception.features(STEM, MIXED), params=23_851_784, macs=5_713_216_096,
-    preprocessing="tf", weights=(IMAGENET,)))
+    preprocessing="tf", weights=(
+        IMAGENET,
+        # trained with transform_input=True: the input it sees is pixels scaled to [-1, 1]
+        registry.torchvision_weights("torchvision", "inception_v3_google-0cc3c7bd.pth", top1=77.294,
+                                     input_size=DEFAULT_SIZE, preprocessing="tf"))))

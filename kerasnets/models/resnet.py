@@ -23,7 +23,6 @@ resolved before the model is built, so the layout picks the architecture.
 """
 
 import functools
-import os
 
 from kerasnets import build, registry
 from kerasnets.features import FeatureInfo
@@ -141,26 +140,10 @@ def _body(x, net, arch, output_stride=None, variant="keras"):
         yield "postnorm", x
 
 
-def _torch_weights(arch, weights):
-    """Whether `weights` are in PyTorch's layout: a state dict file, or a published set written in it."""
-    from kerasnets.weights import pytorch
-
-    if not isinstance(weights, (str, os.PathLike)):
-        return False
-    config = registry.get_config(arch)
-    if isinstance(weights, str) and weights in config.weight_tags:
-        return config.pretrained(weights).layout == "torch"
-    return pytorch.is_torch_file(weights)
-
-
 def _variant(arch, variant, weights):
     """The architecture to build: `variant` as given, else the one `weights` are written for."""
-    kind = ARCHITECTURES[arch][0]
-    if variant is None:
-        variant = "torchvision" if _torch_weights(arch, weights) else "keras"
-    if variant not in VARIANTS:
-        raise ValueError(f"variant must be None (chosen by the weights) or one of {VARIANTS}, got variant={variant!r}")
-    if variant == "torchvision" and kind == "bottleneck_v2":
+    variant = build.choose_variant(arch, variant, weights, VARIANTS)
+    if variant == "torchvision" and ARCHITECTURES[arch][0] == "bottleneck_v2":
         raise ValueError(f"variant='torchvision': torchvision has no {arch} (pre-activation ResNet); "
                          "use variant='keras' (keras.applications' ResNetV2)")
     return variant

@@ -8,7 +8,8 @@ no such file for it).
 
 import functools
 
-from kerasnets.models import inception_resnet_v2, inception_v3, mobilenet_v1, resnet, resnext, vgg, xception
+from kerasnets.models import (inception_resnet_v2, inception_v1, inception_v3, mobilenet_v1, resnet, resnext,
+                              shufflenet_v2, vgg, xception)
 from kerasnets.layers import inception
 from kerasnets.weights.keras_applications import KerasApplicationsLayout
 from kerasnets.weights.pytorch import TorchLayout
@@ -203,6 +204,92 @@ def _vgg_torch(arch):
     return TorchLayout(modules, head=tuple(head.values()), flattened={"fc6": "pool5", "fc6.Conv2D": "pool5"})
 
 
+
+# torchvision's ShuffleNet v2 branches are nn.Sequential: their indices count the ReLUs between layers.
+_SHUFFLE_BRANCHES = {
+    "branch1.depthwise": "branch1.0", "branch1.depthwise.BatchNorm": "branch1.1",
+    "branch1.pointwise": "branch1.2", "branch1.pointwise.BatchNorm": "branch1.3",
+    "branch2.pointwise_1": "branch2.0", "branch2.pointwise_1.BatchNorm": "branch2.1",
+    "branch2.depthwise": "branch2.3", "branch2.depthwise.BatchNorm": "branch2.4",
+    "branch2.pointwise_2": "branch2.5", "branch2.pointwise_2.BatchNorm": "branch2.6",
+}
+
+
+def _shufflenet_v2_torch():
+    """torchvision's ShuffleNet v2: `conv1.0`/`.1`, `stage<s>.<unit - 1>.branch<b>.<i>`, `conv5.0`/`.1`, `fc`
+    (the same names at every width)."""
+    modules = {"Conv1.Conv2D": "conv1.0", "Conv1.BatchNorm": "conv1.1", "Conv5.Conv2D": "conv5.0",
+               "Conv5.BatchNorm": "conv5.1", "Logits": "fc"}
+    for stage, repeats in enumerate(shufflenet_v2.REPEATS, start=2):
+        for unit in range(1, repeats + 1):
+            modules.update({f"Stage{stage}.unit_{unit}.{ours}": f"stage{stage}.{unit - 1}.{theirs}"
+                            for ours, theirs in _SHUFFLE_BRANCHES.items()})
+    return TorchLayout(modules)
+
+
+def _torch_branches(block, branches, names):
+    """{our conv and batch norm: torchvision's BasicConv2d `.conv`/`.bn`} of module `block`: `names` gives, branch by
+    branch, torchvision's module of each convolution in order (a Fork's convolutions in turn)."""
+    modules = {}
+    for (branch, ops), theirs in zip(branches, names):
+        convs = [c for op in ops for c in (op.convs if isinstance(op, inception.Fork) else (op,))
+                 if isinstance(c, inception.Conv)]
+        assert len(convs) == len(theirs), (block, branch)
+        for conv, module in zip(convs, theirs):
+            ours = f"{block}.{branch}.{conv.name}"
+            modules.update({ours: f"{module}.conv", f"{ours}.BatchNorm": f"{module}.bn"})
+    return modules
+
+
+def _googlenet_torch():
+    """torchvision's GoogLeNet: `conv1`-`conv3`, `inception3a`...`inception5b` (slim's Mixed_3b...Mixed_5c), whose
+    `branch1` is a convolution and `branch2`-`branch4` are sequences (branch4's pool is its item 0); `fc`; its
+    auxiliary classifiers `aux1`, `aux2` are unused."""
+    modules = {"Conv2d_1a_7x7.Conv2D": "conv1.conv", "Conv2d_1a_7x7.BatchNorm": "conv1.bn",
+               "Conv2d_2b_1x1.Conv2D": "conv2.conv", "Conv2d_2b_1x1.BatchNorm": "conv2.bn",
+               "Conv2d_2c_3x3.Conv2D": "conv3.conv", "Conv2d_2c_3x3.BatchNorm": "conv3.bn", "Logits": "fc"}
+    for block, branches in inception_v1.MODULES:
+        if isinstance(branches, inception.Pool):
+            continue
+        theirs = "inception" + block[len("Mixed_"):-1] + chr(ord(block[-1]) - 1)  # Mixed_3b -> inception3a
+        names = [[f"{theirs}.branch{b}" if len(ops) == 1 else f"{theirs}.branch{b}.{i}"
+                  for i, op in enumerate(ops) if isinstance(op, inception.Conv)]
+                 for b, (_, ops) in enumerate(branches, start=1)]
+        modules.update(_torch_branches(block, branches, names))
+    return TorchLayout(modules, unused=("aux1", "aux2"))
+
+
+# torchvision's names of Inception v3's convolutions, branch by branch, per kind of module (InceptionA-E).
+_INCEPTION3_BRANCHES = {
+    "A": (("branch1x1",), ("branch5x5_1", "branch5x5_2"), ("branch3x3dbl_1", "branch3x3dbl_2", "branch3x3dbl_3"),
+          ("branch_pool",)),
+    "B": (("branch3x3",), ("branch3x3dbl_1", "branch3x3dbl_2", "branch3x3dbl_3"), ()),
+    "C": (("branch1x1",), ("branch7x7_1", "branch7x7_2", "branch7x7_3"),
+          tuple(f"branch7x7dbl_{i}" for i in range(1, 6)), ("branch_pool",)),
+    "D": (("branch3x3_1", "branch3x3_2"), tuple(f"branch7x7x3_{i}" for i in range(1, 5)), ()),
+    "E": (("branch1x1",), ("branch3x3_1", "branch3x3_2a", "branch3x3_2b"),
+          ("branch3x3dbl_1", "branch3x3dbl_2", "branch3x3dbl_3a", "branch3x3dbl_3b"), ("branch_pool",)),
+}
+_INCEPTION3_KINDS = {"Mixed_5b": "A", "Mixed_5c": "A", "Mixed_5d": "A", "Mixed_6a": "B", "Mixed_6b": "C",
+                     "Mixed_6c": "C", "Mixed_6d": "C", "Mixed_6e": "C", "Mixed_7a": "D", "Mixed_7b": "E",
+                     "Mixed_7c": "E"}
+
+
+def _inception_v3_torch():
+    """torchvision's Inception v3: slim's names for the stem and the modules (`Conv2d_1a_3x3.conv`/`.bn`,
+    `Mixed_5b.branch5x5_1.conv`), `fc`, and `AuxLogits.conv0`/`.conv1`/`.fc` (used when aux_logits=True)."""
+    modules = {f"{scope}.Conv2D": f"{scope}.conv" for scope, op in inception_v3.STEM if isinstance(op, inception.Conv)}
+    modules.update({f"{scope}.BatchNorm": f"{scope}.bn" for scope, op in inception_v3.STEM
+                    if isinstance(op, inception.Conv)})
+    for block, branches in inception_v3.MIXED:
+        modules.update(_torch_branches(block, branches, [[f"{block}.{n}" for n in names]
+                                                         for names in _INCEPTION3_BRANCHES[_INCEPTION3_KINDS[block]]]))
+    modules.update({"Logits": "fc", "AuxLogits.Conv2d_1b_1x1": "AuxLogits.conv0.conv",
+                    "AuxLogits.Conv2d_1b_1x1.BatchNorm": "AuxLogits.conv0.bn",
+                    "AuxLogits.Conv2d_2a_5x5": "AuxLogits.conv1.conv",
+                    "AuxLogits.Conv2d_2a_5x5.BatchNorm": "AuxLogits.conv1.bn", "AuxLogits.Conv2d_2b_1x1": "AuxLogits.fc"})
+    return TorchLayout(modules, head=("fc", "AuxLogits.fc"), unused=("AuxLogits",))
+
 # (model, format) -> the function that makes its table.
 LAYOUTS = {
     ("inception_v1", "slim"): _inception_v1_slim,
@@ -223,6 +310,9 @@ LAYOUTS = {
     **{(arch, "torch"): functools.partial(_vgg_torch, arch) for arch in vgg.CONVS_PER_BLOCK},
     **{(arch, "torch"): functools.partial(_resnet_torch, arch) for arch, (kind, _) in resnet.ARCHITECTURES.items()
        if kind != "bottleneck_v2"},
+    **{(name, "torch"): _shufflenet_v2_torch for name in shufflenet_v2.WIDTHS},
+    ("inception_v1", "torch"): _googlenet_torch,
+    ("inception_v3", "torch"): _inception_v3_torch,
 }
 
 

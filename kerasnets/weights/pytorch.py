@@ -35,11 +35,13 @@ class TorchLayout:
     """Our layer name -> the PyTorch module path holding its parameters (`block1.unit_1.bottleneck.conv2` ->
     `layer1.0.conv2`); `head`: the modules after the features (left out of a model without its top);
     `flattened`: our layers that read a flattened map -> the endpoint giving that map (PyTorch flattens
-    channels first, Keras channels last, so their rows are reordered)."""
+    channels first, Keras channels last, so their rows are reordered); `unused`: modules the published file
+    carries that a model may lack (torchvision's auxiliary classifiers, which only serve training)."""
 
     modules: dict
     head: tuple = ("fc",)
     flattened: dict = dataclasses.field(default_factory=dict)
+    unused: tuple = ()
 
 
 def is_torch_file(path):
@@ -126,7 +128,9 @@ def read(model, path, layout):
         raise ValueError(f"weights={path!r} lacks {len(missing)} key(s) this model needs, first: {missing[:3]}"
                          f"{hint} (the file of another architecture?)")
     skipped = {f"{m}.{p}" for m in layout.head for p in ("weight", "bias")}  # unused by a model without its top
-    unexpected = sorted(k for k in state if k not in used and k not in skipped and not k.endswith(_IGNORED))
+    unused = tuple(f"{m}." for m in layout.unused)
+    unexpected = sorted(k for k in state if k not in used and k not in skipped and not k.endswith(_IGNORED)
+                        and not k.startswith(unused))
     if unexpected:
         expected = {f"{layout.modules[layer.name]}.{_TORCH_PARAMETER[v.name]}" for layer in model.layers
                     if layer.name in layout.modules for v in layer.weights}
