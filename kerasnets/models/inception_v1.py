@@ -117,8 +117,9 @@ def inception_v1(include_top=True, weights=None, input_tensor=None, input_shape=
     if name is None:
         name = "InceptionV1" + ("_torchvision" if variant == "torchvision" else "")
     return build.build_model(
-        "inception_v1", functools.partial(_body, variant=variant), include_top=include_top, weights=weights, input_tensor=input_tensor,
-        input_shape=input_shape, pooling=pooling, classes=classes, classifier_activation=classifier_activation,
+        "inception_v1", functools.partial(_body, variant=variant), include_top=include_top, weights=weights,
+        input_tensor=input_tensor, input_shape=input_shape, pooling=pooling, classes=classes,
+        classifier_activation=classifier_activation,
         name=name, final_endpoint=final_endpoint, initializer=CONV_SETTINGS.initializer,
         head=build.ClassifierHead("AvgPool_0a_7x7", (dropout_rate, "Dropout_0b")))
 

@@ -287,7 +287,8 @@ def _inception_v3_torch():
     modules.update({"Logits": "fc", "AuxLogits.Conv2d_1b_1x1": "AuxLogits.conv0.conv",
                     "AuxLogits.Conv2d_1b_1x1.BatchNorm": "AuxLogits.conv0.bn",
                     "AuxLogits.Conv2d_2a_5x5": "AuxLogits.conv1.conv",
-                    "AuxLogits.Conv2d_2a_5x5.BatchNorm": "AuxLogits.conv1.bn", "AuxLogits.Conv2d_2b_1x1": "AuxLogits.fc"})
+                    "AuxLogits.Conv2d_2a_5x5.BatchNorm": "AuxLogits.conv1.bn",
+                    "AuxLogits.Conv2d_2b_1x1": "AuxLogits.fc"})
     return TorchLayout(modules, head=("fc", "AuxLogits.fc"), unused=("AuxLogits",))
 
 # (model, format) -> the function that makes its table.
