@@ -14,6 +14,8 @@ def _build(args):
         if getattr(args, "backbone", None) is not None:
             raise ValueError(f"--backbone applies to registry names of segmentation heads; MODEL {args.model!r} "
                              "has its own backbone")
+        if getattr(args, "variant", None) is not None:
+            raise ValueError(f"--variant applies to registry names; MODEL {args.model!r} has its own architecture")
         if not os.path.exists(args.model):
             raise FileNotFoundError(f"MODEL {args.model!r}: no such .keras file")
         from kerasnets.model import load_model
@@ -28,6 +30,14 @@ def _build(args):
     kwargs = {"weights": None, "input_shape": (size, size, 3)}
     if backbone is not None:
         kwargs["backbone"] = registry.get_config(backbone).name
+    variant = getattr(args, "variant", None)
+    if variant is not None:
+        import inspect
+
+        if "variant" not in inspect.signature(config.builder).parameters:
+            raise ValueError(f"--variant applies to models built in more than one architecture (inception_v1, "
+                             f"inception_v3, the ResNets); {args.model!r} has one")
+        kwargs["variant"] = variant
     return config.builder(**kwargs)
 
 
@@ -38,6 +48,8 @@ def cmd_summary(args):
         analysis.check_plot_dependencies()
     model = _build(args)
     rows = analysis.summarize(model)
+    if not args.json:
+        print(f"model {model.name}")  # the architecture built, e.g. ResNet50_v1_5 for torchvision's
     print(analysis.to_json(rows) if args.json else analysis.format_table(rows))
     if args.plot:
         analysis.plot(model, args.plot)
@@ -139,6 +151,9 @@ def make_parser():
     summary.add_argument("--input-size", type=_positive_int, default=None, help="square input size (default: the model's)")
     summary.add_argument("--backbone", default=None,
                          help="a segmentation head's backbone, a registry name (default: the head's own)")
+    summary.add_argument("--variant", default=None,
+                         help="the architecture, for models built in more than one: 'torchvision' (as torchvision's "
+                              "weights need) or the family's own ('keras' for the ResNets, 'slim' for Inception)")
     summary.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
     summary.add_argument("--plot", metavar="FILE.png", help="draw the model (keras.utils.plot_model)")
     summary.set_defaults(func=cmd_summary)

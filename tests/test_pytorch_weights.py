@@ -234,3 +234,20 @@ def test_torchvision_inception_v3_with_its_auxiliary_classifier(tmp_path):
     with pytest.raises(ValueError, match=r"has a layer 'AuxLogits.Conv2d_2a_1x1' that its PyTorch layout does not "
                                          r"map"):
         kerasnets.inception_v3(weights=path, aux_logits=True, input_shape=(107, 107, 3))
+
+
+def test_summary_shows_the_architecture_a_variant_builds(capsys):
+    """`kerasnets summary --variant torchvision` builds torchvision's GoogLeNet: named so, with torchvision's own
+    count of parameters and buffers; a model with one architecture, or a .keras file, refuses the flag."""
+    from kerasnets import cli
+    from torch_reference import torchvision
+
+    reference = torchvision().models.googlenet(aux_logits=False, init_weights=False)
+    count = sum(v.numel() for v in reference.state_dict().values() if v.is_floating_point())
+    assert cli.main(["summary", "googlenet", "--variant", "torchvision", "--input-size", "64"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == "model InceptionV1_torchvision"
+    total = next(line.split() for line in out.splitlines() if line.startswith("total"))
+    assert total[2] == f"{count:,}"
+    assert cli.main(["summary", "vgg16", "--variant", "torchvision"]) == 2
+    assert "--variant applies to models built in more than one architecture" in capsys.readouterr().err
