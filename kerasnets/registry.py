@@ -56,6 +56,9 @@ class PretrainedWeights:
     input_size: int = 224
     top1: Optional[float] = None  # published ImageNet top-1 accuracy, percent
     top1_source: str = ""
+    # The central crop top-1 was measured with, as a fraction of the resized image's shorter side (torchvision's
+    # 224 of 256, timm's crop_pct); None where the publisher does not say.
+    crop_fraction: Optional[float] = None
 
     @property
     def input_sizes(self):
@@ -176,26 +179,27 @@ TORCHVISION_TABLE = "https://pytorch.org/vision/stable/models.html"  # torchvisi
 TIMM_TABLE = "https://github.com/huggingface/pytorch-image-models/blob/main/results/results-imagenet.csv"
 
 
-def torchvision_weights(tag, filename, *, top1, input_size=224, preprocessing="torch"):
+def torchvision_weights(tag, filename, *, top1, input_size=224, resize_size=256, preprocessing="torch"):
     """torchvision's published state dict `filename` (`<name>-<first hex digits of its SHA-256>.pth`, checked
     after download); ImageNet mean/std preprocessing unless the model transforms its input itself
-    (`transform_input`); the same file with or without the classifier."""
+    (`transform_input`); evaluated as a central `input_size` crop of the image resized to `resize_size`; the same
+    file with or without the classifier."""
     prefix = filename.rsplit("-", 1)[-1].split(".")[0]
     with_top = WeightsFile(f"{TORCHVISION_ROOT}{filename}", None, include_top=True, sha256_prefix=prefix)
     return PretrainedWeights(tag=tag, files=(with_top, dataclasses.replace(with_top, include_top=False)),
                              layout="torch", preprocessing=preprocessing, input_size=input_size, top1=top1,
-                             top1_source=TORCHVISION_TABLE)
+                             top1_source=TORCHVISION_TABLE, crop_fraction=round(input_size / resize_size, 4))
 
 
-def timm_weights(name, *, top1, input_size=224):
+def timm_weights(name, *, top1, input_size=224, crop_fraction=0.875):
     """timm's `name` (`<model>.<pretrained tag>`) from the Hugging Face hub, `weights="timm:<name>"`: its
     model.safetensors (the SHA-256 of the first download is recorded and checked after); top-1 at `input_size`
-    from timm's results table."""
+    from timm's results table; `crop_fraction`: its pretrained cfg's crop_pct."""
     with_top = WeightsFile(f"https://huggingface.co/timm/{name}/resolve/main/model.safetensors", None,
                            include_top=True, saved_as=f"timm_{name}.safetensors")
     return PretrainedWeights(tag=f"timm:{name}", files=(with_top, dataclasses.replace(with_top, include_top=False)),
                              layout="torch", preprocessing="torch", input_size=input_size, top1=top1,
-                             top1_source=TIMM_TABLE)
+                             top1_source=TIMM_TABLE, crop_fraction=crop_fraction)
 
 
 _REGISTRY: dict = {}

@@ -100,10 +100,20 @@ def test_published_pytorch_weights_are_registry_data(tmp_path, monkeypatch):
     assert (entry.sha256_prefix, published.layout, published.preprocessing, published.top1) == (
         "1a0047aa", "torch", "torch", 81.198)
     assert published.file(include_top=False).url == entry.url  # one state dict, the fc left unused without the top
+    assert published.crop_fraction == 0.9655  # torchvision's central 224 of 232 for its second recipe
+    # Inception v3's: 299 of 342, and pixels in [-1, 1] (its transform_input), as torchvision's weights enum says.
+    inception = kerasnets.get_config("inception_v3").pretrained("torchvision")
+    assert (inception.file(True).url, inception.file(True).sha256_prefix, inception.input_size,
+            inception.crop_fraction, inception.preprocessing, inception.top1) == (
+        "https://download.pytorch.org/models/inception_v3_google-0cc3c7bd.pth", "0cc3c7bd", 299, 0.8743, "tf", 77.294)
+    assert kerasnets.get_config("shufflenet_v2_x0_5").pretrained("torchvision").file(True).sha256_prefix == (
+        "f707e7126e")
     timm = kerasnets.get_config("seresnet50").pretrained("timm:seresnet50.ra2_in1k")
     assert timm.file(include_top=True).url == (
         "https://huggingface.co/timm/seresnet50.ra2_in1k/resolve/main/model.safetensors")
     assert timm.file(include_top=True).filename == "timm_seresnet50.ra2_in1k.safetensors" and timm.top1 == 80.26
+    assert timm.crop_fraction == 0.875 and kerasnets.get_config("seresnet50").pretrained(
+        "timm:seresnet50.a1_in1k").crop_fraction == 0.95  # timm's crop_pct
     assert kerasnets.get_config("resnext101_32x8d").pretrained("torchvision_v1").top1 == 79.312
     # The hash check, on a file already in Keras' cache (nothing is downloaded).
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
@@ -251,3 +261,26 @@ def test_summary_shows_the_architecture_a_variant_builds(capsys):
     assert total[2] == f"{count:,}"
     assert cli.main(["summary", "vgg16", "--variant", "torchvision"]) == 2
     assert "--variant applies to models built in more than one architecture" in capsys.readouterr().err
+
+
+def test_every_torchvision_entry_is_torchvision_s_own_weights_enum():
+    """Each registered torchvision file is one of torchvision's weights enums (checked against torchvision itself,
+    not copied figures): the same URL, acc@1, and input size and crop (transforms' crop_size / resize_size)."""
+    from torch_reference import torchvision
+
+    models = torchvision().models
+    checked = 0
+    for name in kerasnets.list_models(pretrained=True):
+        config = kerasnets.get_config(name)
+        for published in config.weights:
+            if published.layout != "torch" or published.tag.startswith("timm:"):
+                continue
+            theirs = {"inception_v1": "googlenet"}.get(name, name)
+            enums = {w.url: w for w in models.get_model_weights(theirs)}
+            entry = enums[published.file(include_top=True).url]
+            transforms = entry.transforms()
+            assert published.top1 == entry.meta["_metrics"]["ImageNet-1K"]["acc@1"], (name, published.tag)
+            assert published.input_size == transforms.crop_size[0], name
+            assert published.crop_fraction == round(transforms.crop_size[0] / transforms.resize_size[0], 4), name
+            checked += 1
+    assert checked == 20  # ResNet 5 + 3 v1, ResNeXt 2 + 2, VGG 2, ShuffleNet v2 4, GoogLeNet, Inception v3

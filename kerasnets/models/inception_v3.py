@@ -232,4 +232,4 @@ CONFIG = registry.register(registry.ModelConfig(
         IMAGENET,
         # trained with transform_input=True: the input it sees is pixels scaled to [-1, 1]
         registry.torchvision_weights("torchvision", "inception_v3_google-0cc3c7bd.pth", top1=77.294,
-                                     input_size=DEFAULT_SIZE, preprocessing="tf"))))
+                                     input_size=DEFAULT_SIZE, resize_size=342, preprocessing="tf"))))

@@ -61,13 +61,14 @@ PUBLISHED = {
 # torchvision's published state dicts and acc@1 (its weights enums): "torchvision" is its DEFAULT, evaluated
 # resizing to 232 then cropping 224 for the V2 sets.
 TORCHVISION = {
-    "resnet18": {"torchvision": ("resnet18-f37072fd.pth", 69.758)},
-    "resnet34": {"torchvision": ("resnet34-b627a593.pth", 73.314)},
-    "resnet50": {"torchvision": ("resnet50-11ad3fa6.pth", 80.858), "torchvision_v1": ("resnet50-0676ba61.pth", 76.13)},
-    "resnet101": {"torchvision": ("resnet101-cd907fc2.pth", 81.886),
-                  "torchvision_v1": ("resnet101-63fe2227.pth", 77.374)},
-    "resnet152": {"torchvision": ("resnet152-f82ba261.pth", 82.284),
-                  "torchvision_v1": ("resnet152-394f9c45.pth", 78.312)},
+    "resnet18": {"torchvision": ("resnet18-f37072fd.pth", 69.758, 256)},
+    "resnet34": {"torchvision": ("resnet34-b627a593.pth", 73.314, 256)},
+    "resnet50": {"torchvision": ("resnet50-11ad3fa6.pth", 80.858, 232),
+                 "torchvision_v1": ("resnet50-0676ba61.pth", 76.13, 256)},
+    "resnet101": {"torchvision": ("resnet101-cd907fc2.pth", 81.886, 232),
+                  "torchvision_v1": ("resnet101-63fe2227.pth", 77.374, 256)},
+    "resnet152": {"torchvision": ("resnet152-f82ba261.pth", 82.284, 232),
+                  "torchvision_v1": ("resnet152-394f9c45.pth", 78.312, 256)},
 }
 PREPROCESSING = {"basic": "torch", "bottleneck_v1": "caffe", "bottleneck_v2": "tf"}
 CITATIONS = {"basic": "He et al., CVPR 2016", "bottleneck_v1": "He et al., CVPR 2016",
@@ -212,8 +213,8 @@ def _register(arch):
                                                          preprocessing=PREPROCESSING[kind], input_size=224,
                                                          top1=top1),)
     if arch in TORCHVISION:
-        published += tuple(registry.torchvision_weights(tag, filename, top1=top1)
-                           for tag, (filename, top1) in TORCHVISION[arch].items())
+        published += tuple(registry.torchvision_weights(tag, filename, top1=top1, resize_size=resize)
+                           for tag, (filename, top1, resize) in TORCHVISION[arch].items())
     params, macs = COUNTS[arch]
     return registry.register(registry.ModelConfig(
         name=arch, builder=_make_builder(arch), family="resnet", paper=PAPERS[kind], default_size=DEFAULT_SIZE,

@@ -103,13 +103,15 @@ def _make_builder(arch):
 # Published PyTorch weights in this layout: torchvision's (acc@1 of its weights enums; "torchvision" is its
 # DEFAULT, evaluated resizing to 232 then cropping 224) and timm's (top-1 at 224 from timm's results table).
 WEIGHTS = {
-    "resnext50_32x4d": (registry.torchvision_weights("torchvision", "resnext50_32x4d-1a0047aa.pth", top1=81.198),
+    "resnext50_32x4d": (registry.torchvision_weights("torchvision", "resnext50_32x4d-1a0047aa.pth", top1=81.198,
+                                                     resize_size=232),
                         registry.torchvision_weights("torchvision_v1", "resnext50_32x4d-7cdf4587.pth", top1=77.618)),
-    "resnext101_32x8d": (registry.torchvision_weights("torchvision", "resnext101_32x8d-110c445d.pth", top1=82.834),
+    "resnext101_32x8d": (registry.torchvision_weights("torchvision", "resnext101_32x8d-110c445d.pth", top1=82.834,
+                                                      resize_size=232),
                          registry.torchvision_weights("torchvision_v1", "resnext101_32x8d-8ba56ff5.pth",
                                                       top1=79.312)),
     "seresnet50": (registry.timm_weights("seresnet50.ra2_in1k", top1=80.26),
-                   registry.timm_weights("seresnet50.a1_in1k", top1=80.012)),
+                   registry.timm_weights("seresnet50.a1_in1k", top1=80.012, crop_fraction=0.95)),
     "seresnext50_32x4d": (registry.timm_weights("seresnext50_32x4d.racm_in1k", top1=81.268),
                           registry.timm_weights("seresnext50_32x4d.gluon_in1k", top1=79.916)),
     "seresnext101_32x4d": (registry.timm_weights("seresnext101_32x4d.gluon_in1k", top1=80.886),),

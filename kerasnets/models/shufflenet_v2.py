@@ -108,11 +108,12 @@ def _make_builder(model_name):
     """)
 
 
-# torchvision's published weights (ImageNet, acc@1 of its weights enums).
-TORCHVISION = {"shufflenet_v2_x0_5": ("shufflenetv2_x0.5-f707e7126e.pth", 60.552),
-               "shufflenet_v2_x1_0": ("shufflenetv2_x1-5666bf0f80.pth", 69.362),
-               "shufflenet_v2_x1_5": ("shufflenetv2_x1_5-3c479a10.pth", 72.996),
-               "shufflenet_v2_x2_0": ("shufflenetv2_x2_0-8be3c8ee.pth", 76.230)}
+# torchvision's published weights: file, acc@1 of its weights enums, and the size its evaluation resizes to
+# before the central 224 crop.
+TORCHVISION = {"shufflenet_v2_x0_5": ("shufflenetv2_x0.5-f707e7126e.pth", 60.552, 256),
+               "shufflenet_v2_x1_0": ("shufflenetv2_x1-5666bf0f80.pth", 69.362, 256),
+               "shufflenet_v2_x1_5": ("shufflenetv2_x1_5-3c479a10.pth", 72.996, 232),
+               "shufflenet_v2_x2_0": ("shufflenetv2_x2_0-8be3c8ee.pth", 76.230, 232)}
 # At 224x224 with the classifier: all parameters (trainable plus batch-norm statistics) and multiply-adds.
 COUNTS = {"shufflenet_v2_x0_5": (1_374_744, 40_476_448), "shufflenet_v2_x1_0": (2_294_784, 144_907_992),
           "shufflenet_v2_x1_5": (3_527_064, 295_759_392), "shufflenet_v2_x2_0": (7_427_712, 583_253_464)}
@@ -120,7 +121,8 @@ CONFIGS = {name: registry.register(registry.ModelConfig(
     name=name, builder=_make_builder(name), family="shufflenet_v2", paper="https://arxiv.org/abs/1807.11164",
     default_size=DEFAULT_SIZE, min_size=MIN_SIZE, features=_features(name), params=COUNTS[name][0],
     macs=COUNTS[name][1], preprocessing="torch",
-    weights=(registry.torchvision_weights("torchvision", TORCHVISION[name][0], top1=TORCHVISION[name][1]),)))
+    weights=(registry.torchvision_weights("torchvision", TORCHVISION[name][0], top1=TORCHVISION[name][1],
+                                          resize_size=TORCHVISION[name][2]),)))
     for name in WIDTHS}
 shufflenet_v2_x0_5, shufflenet_v2_x1_0, shufflenet_v2_x1_5, shufflenet_v2_x2_0 = (
     CONFIGS[name].builder for name in WIDTHS)
