@@ -141,9 +141,13 @@ def test_feature_extractor_dict_output():
         kerasnets.feature_extractor(model, ["Mixed_9z"])
 
 
-def test_preprocess_input_scales_to_unit_range():
+def test_preprocess_input_scales_to_unit_range_and_leaves_the_pixels_alone():
     x = np.array([[[[0.0, 127.5, 255.0]]]], "float32")
     np.testing.assert_allclose(kerasnets.preprocess_input(x), [[[[-1.0, 0.0, 1.0]]]])
+    # keras.applications' normalises a float array in place; ours returns a new one, for every mode.
+    for model in ("inception_v3", "resnet18", "resnet50"):
+        kerasnets.preprocess_input(x, model=model)
+        np.testing.assert_array_equal(x, [[[[0.0, 127.5, 255.0]]]])
 
 
 @pytest.mark.parametrize("kwargs, error, pattern", [

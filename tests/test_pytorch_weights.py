@@ -30,6 +30,16 @@ def assert_agrees(label, got, expected):
     np.testing.assert_array_equal(got.argmax(-1), expected.argmax(-1))
 
 
+def write_both(reference, directory, name):
+    """The reference's state dict as torchvision saves it (.pth) and as the Hugging Face hub holds it
+    (.safetensors): (pth path, safetensors path)."""
+    state = reference.state_dict()
+    pth, safetensors = str(directory / f"{name}.pth"), str(directory / f"{name}.safetensors")
+    torch.save(state, pth)
+    save_file({k: v.contiguous() for k, v in state.items()}, safetensors)
+    return pth, safetensors
+
+
 @pytest.fixture(scope="module")
 def images():
     return np.random.default_rng(0).normal(0, 1, (2,) + SHAPE).astype("float32")  # normalised, as torchvision's
@@ -42,11 +52,8 @@ def written(tmp_path_factory, images):
     made = {}
     for name, library, theirs, he_kernels in CASES:
         reference = reference_model(library, theirs, he_kernels=he_kernels)
-        state = reference.state_dict()
-        pth, safetensors = str(root / f"{name}.pth"), str(root / f"{name}.safetensors")
-        torch.save(state, pth)
-        save_file({k: v.contiguous() for k, v in state.items()}, safetensors)
-        made[name] = (pth, safetensors, logits(reference, images), state["fc.weight"].shape[1])
+        pth, safetensors = write_both(reference, root, name)
+        made[name] = (pth, safetensors, logits(reference, images), reference.state_dict()["fc.weight"].shape[1])
     return made
 
 
@@ -135,8 +142,9 @@ def test_torchvision_resnets_load_and_choose_their_architecture(name, tmp_path, 
     epsilon 1e-5) by itself, where the default is keras.applications' ResNet50."""
     reference = reference_model("torchvision", name)
     expected = logits(reference, images)
-    path = str(tmp_path / f"{name}.pth")
-    torch.save(reference.state_dict(), path)
+    path, safetensors = write_both(reference, tmp_path, name)
+    got = kerasnets.create_model(name, weights=safetensors, input_shape=SHAPE, classifier_activation=None)(images)
+    assert_agrees(f"{name} from safetensors", np.asarray(got), expected)
     model = kerasnets.create_model(name, weights=path, input_shape=SHAPE, classifier_activation=None)
     got = np.asarray(model(images, training=False))
     assert_agrees(f"{name} from pth", got, expected)
@@ -164,13 +172,12 @@ def test_torchvision_vgg16_reads_fc6_channels_first_into_either_head(tmp_path):
     reference = reference_model("torchvision", "vgg16")
     images = np.random.default_rng(1).normal(0, 1, (2, 224, 224, 3)).astype("float32")
     expected = logits(reference, images)
-    path = str(tmp_path / "vgg16.safetensors")
-    save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, path)
+    paths = write_both(reference, tmp_path, "vgg16")
     del reference
-    for kwargs in ({}, {"fully_convolutional": True}):
+    for path, kwargs in zip(paths, ({}, {"fully_convolutional": True})):  # the dense head from .pth
         model = kerasnets.vgg16(weights=path, classifier_activation=None, **kwargs)
         got = np.asarray(model(images, training=False)).reshape(expected.shape)
-        assert_agrees(f"vgg16 {kwargs}", got, expected)
+        assert_agrees(f"vgg16 {kwargs} from {path.rsplit('.', 1)[-1]}", got, expected)
         del model
     assert kerasnets.get_config("vgg16").pretrained("torchvision").top1 == 71.592
 
@@ -200,14 +207,14 @@ def test_torchvision_googlenet_runs_as_torchvision_runs_it(size, tmp_path):
                                 init_weights=True)
     pixels = np.random.default_rng(2).uniform(0, 255, (2, size, size, 3)).astype("float32")
     expected = logits(reference, ((pixels / 255 - MEAN) / STD).astype("float32"))
-    path = str(tmp_path / "googlenet.pth")
-    torch.save(reference.state_dict(), path)
+    pth, safetensors = write_both(reference, tmp_path, "googlenet")
+    path = pth if size % 2 == 0 else safetensors
     assert any(k.startswith("aux1.") for k in reference.state_dict())
     config = kerasnets.get_config("googlenet")
     assert config.preprocessing_for(path) == config.pretrained("torchvision").preprocessing == "tf"
     model = kerasnets.googlenet(weights=path, input_shape=(size, size, 3), classifier_activation=None)
     got = np.asarray(model(config.preprocess(pixels, weights=path), training=False))
-    assert_agrees(f"googlenet at {size}", got, expected)
+    assert_agrees(f"googlenet at {size} from {path.rsplit('.', 1)[-1]}", got, expected)
     assert model.name == "GoogLeNet_torchvision" and kerasnets.inception_v1(input_shape=(size, size, 3)).name == (
         "InceptionV1")
     assert model.count_params() == sum(v.numel() for k, v in reference.state_dict().items()
@@ -218,9 +225,9 @@ def test_torchvision_googlenet_runs_as_torchvision_runs_it(size, tmp_path):
 
 
 def test_torchvision_inception_v3_with_its_auxiliary_classifier(tmp_path):
-    """At 299x299 both of torchvision's classifiers (its AuxLogits read Mixed_6e) agree with ours; without
-    aux_logits the file's AuxLogits are left unused; where our auxiliary head would differ (a smaller input
-    shrinks its 5x5 convolution, which torchvision's cannot), the layer is named."""
+    """At 299x299 both of torchvision's classifiers (its AuxLogits read Mixed_6e) agree with ours (.safetensors);
+    without aux_logits the file's AuxLogits are left unused (.pth, 139x139); where our auxiliary head would differ
+    (a smaller input shrinks its 5x5 convolution, which torchvision's cannot), the layer is named."""
     reference = reference_model("torchvision", "inception_v3", aux_logits=True, transform_input=True,
                                 init_weights=True)
     pixels = np.random.default_rng(3).uniform(0, 255, (2, 299, 299, 3)).astype("float32")
@@ -229,8 +236,9 @@ def test_torchvision_inception_v3_with_its_auxiliary_classifier(tmp_path):
     expected = logits(reference, ((pixels / 255 - MEAN) / STD).astype("float32"))
     with torch.no_grad():
         expected_aux = reference.AuxLogits(seen["mixed_6e"]).numpy()
-    path = str(tmp_path / "inception_v3.safetensors")
-    save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, path)
+    small = pixels[:, ::2, ::2][:, :139, :139]
+    expected_small = logits(reference, ((small / 255 - MEAN) / STD).astype("float32"))
+    pth, path = write_both(reference, tmp_path, "inception_v3")
     del reference
     config = kerasnets.get_config("inception_v3")
     model = kerasnets.inception_v3(weights=path, aux_logits=True, classifier_activation=None)
@@ -239,8 +247,10 @@ def test_torchvision_inception_v3_with_its_auxiliary_classifier(tmp_path):
     for name, ours, theirs in (("Logits", got, expected), ("AuxLogits", got_aux, expected_aux)):
         assert_agrees(f"inception_v3 {name}", ours, theirs)
     del model
-    plain = kerasnets.inception_v3(weights=path, input_shape=(139, 139, 3))
+    plain = kerasnets.inception_v3(weights=pth, input_shape=(139, 139, 3), classifier_activation=None)
     assert "AuxLogits" not in [layer.name for layer in plain.layers]
+    assert_agrees("inception_v3 at 139 from pth", np.asarray(plain(config.preprocess(small, weights=pth))),
+                  expected_small)
     with pytest.raises(ValueError, match=r"has a layer 'AuxLogits.Conv2d_2a_1x1' that its PyTorch layout does not "
                                          r"map"):
         kerasnets.inception_v3(weights=path, aux_logits=True, input_shape=(107, 107, 3))

@@ -49,10 +49,13 @@ def preprocessing(mode, name=PREPROCESS_NAME):
 
 def preprocess_input(x, mode, data_format=None):
     """The normalisation `mode` (one of MODES) of RGB pixels in [0, 255], on arrays or tensors: keras.applications'
-    `imagenet_utils.preprocess_input` for its modes, slim's mean subtraction for "rgb_mean"."""
+    `imagenet_utils.preprocess_input` for its modes, slim's mean subtraction for "rgb_mean". Unlike
+    keras.applications', it leaves a float NumPy input as it was (that one normalises it in place)."""
     if mode not in MODES:
         raise ValueError(f"preprocessing mode must be one of {MODES}, got {mode!r}")
     if mode in KERAS_APPLICATIONS_MODES:
+        if isinstance(x, np.ndarray):
+            x = x.astype(keras.config.floatx())  # a copy: the caller's pixels stay pixels
         return keras.applications.imagenet_utils.preprocess_input(x, data_format=data_format, mode=mode)
     channels_first = (data_format or keras.config.image_data_format()) == "channels_first"
     mean = np.asarray(_SLIM_RGB_MEAN, "float32").reshape((3, 1, 1) if channels_first else (3,))

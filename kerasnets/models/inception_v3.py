@@ -217,7 +217,9 @@ def _aux_head(x, net, depth, settings):
 
 def preprocess_input(x, data_format=None):
     """Scales RGB pixels in [0, 255] to [-1, 1], as Inception v3 was trained."""
-    return keras.applications.imagenet_utils.preprocess_input(x, data_format=data_format, mode="tf")
+    from kerasnets.layers.preprocessing import preprocess_input as normalise
+
+    return normalise(x, "tf", data_format=data_format)
 
 
 # keras.applications' file names and MD5s (with the top, without), and its published top-1.
