@@ -23,7 +23,9 @@ paired with `ROOT/{train,test}/masks/NAME.png`, one class index per pixel and
 255 for pixels to ignore (PASCAL VOC's convention). The crop and flip are
 drawn once per pair and applied to image and mask alike (the mask resized
 nearest-neighbour, so it keeps its class indices); evaluation resizes the
-whole image.
+whole image. A palette PNG (PASCAL VOC's SegmentationClass files) is read as
+its palette indices, not its colours. `tfds:oxford_iiit_pet` is read from
+tensorflow-datasets (its trimaps as classes pet, background, border).
 """
 
 import dataclasses
@@ -213,9 +215,30 @@ def _list_pairs(split_root):
     return ([os.path.join(folders[0], images[n]) for n in names], [os.path.join(folders[1], masks[n]) for n in names])
 
 
+def _palette_indices(contents):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(contents)), np.uint8)[..., None]
+
+
+def decode_mask(contents):
+    """A mask PNG's class indices: a grayscale PNG's values, a palette PNG's indices (TensorFlow's decoder would
+    give the palette's colours)."""
+    palette = tf.equal(tf.strings.substr(contents, 25, 1), b"\x03")  # IHDR colour type 3: indexed colour
+
+    def indices():
+        mask = tf.numpy_function(_palette_indices, [contents], tf.uint8, stateful=False)
+        return tf.ensure_shape(mask, (None, None, 1))
+
+    return tf.cond(palette, indices, lambda: tf.io.decode_png(contents, channels=1))
+
+
 def _decode_pair(image_path, mask_path):
     image = _decode(tf.io.read_file(image_path))
-    mask = tf.io.decode_png(tf.io.read_file(mask_path), channels=1)
+    mask = decode_mask(tf.io.read_file(mask_path))
     tf.debugging.assert_equal(tf.shape(image)[:2], tf.shape(mask)[:2], message="image and mask sizes differ")
     return image, mask
 
@@ -260,10 +283,14 @@ def load_segmentation(source, image_size, batch_size, augmentation=None, seed=0,
     """Training and evaluation datasets of `(image, mask)` batches: float32 RGB in [0, 255], (size, size) uint8
     class indices (255: ignored). Class names come from ROOT/labels.txt (one per line) when there is one, else
     "0".."K-1" for the largest index K-1 found in the masks."""
+    augmentation = augmentation or Augmentation()
+    if isinstance(source, str) and source.startswith("tfds:"):
+        class_names, splits, eval_dir = _tfds_segmentation(source)
+        return _segmentation_data(splits, class_names, eval_dir, [], image_size, batch_size, augmentation, seed,
+                                  cache_bytes, drop_remainder)
     if not isinstance(source, str) or not os.path.isdir(source):
         raise FileNotFoundError(f"--data {source!r}: no such directory (segmentation data is ROOT/{{train,test}}/"
                                 "images/NAME.jpg|png with ROOT/{train,test}/masks/NAME.png)")
-    augmentation = augmentation or Augmentation()
     subdirs = {d.lower(): d for d in os.listdir(source) if os.path.isdir(os.path.join(source, d))}
     eval_dir = next((subdirs[n] for n in EVAL_SPLIT_NAMES if n in subdirs), None)
     if "train" not in subdirs or eval_dir is None:
@@ -290,12 +317,55 @@ def load_segmentation(source, image_size, batch_size, augmentation=None, seed=0,
                              f"{len(class_names)} classes (0..{len(class_names) - 1})")
     else:
         class_names = [str(i) for i in range(max(largest + 1, 2))]
+    return _segmentation_data(splits, class_names, eval_dir, skipped, image_size, batch_size, augmentation, seed,
+                              cache_bytes, drop_remainder)
+
+
+def _segmentation_data(splits, class_names, eval_name, skipped, image_size, batch_size, augmentation, seed,
+                       cache_bytes, drop_remainder):
     (train, train_count), (evaluation, eval_count) = splits
     train, evaluation = _pipelines(
         train, train_count, lambda image, mask: joint_random_crop(image, mask, image_size, augmentation),
         evaluation, eval_count, lambda image, mask: segmentation_eval_transform(image, mask, image_size),
         image_size, batch_size, seed, cache_bytes, drop_remainder)
-    return Data(train, evaluation, class_names, train_count, eval_count, skipped, eval_dir)
+    return Data(train, evaluation, class_names, train_count, eval_count, skipped, eval_name)
+
+
+# tensorflow-datasets sets with per-pixel masks: their mask feature, class names, and the value of class 0.
+TFDS_MASKS = {
+    # The Oxford-IIIT Pet trimaps: 1 pet, 2 background, 3 the border between them (Parkhi et al. 2012).
+    "oxford_iiit_pet": ("segmentation_mask", ("pet", "background", "border"), 1),
+}
+
+
+def _tfds_segmentation(spec):
+    """(class names, [(train (image, mask) pairs, count), (evaluation pairs, count)], evaluation split) of a
+    tensorflow-datasets set in TFDS_MASKS, from its data_dir as tfds loads it."""
+    import tensorflow_datasets as tfds
+
+    _, _, rest = spec.partition(":")
+    name, _, train_split = rest.partition(":")
+    base = name.split("/")[0]
+    if base not in TFDS_MASKS:
+        why = (" (tensorflow-datasets' voc holds boxes, not masks: write VOC's JPEGImages and SegmentationClass "
+               "PNGs as ROOT/{train,test}/images and masks, which reads their palette indices)" if base == "voc"
+               else "")
+        raise ValueError(f"--data {spec!r}: segmentation reads the tensorflow-datasets sets with masks "
+                         f"{sorted(TFDS_MASKS)}, or a folder ROOT/{{train,test}}/{{images,masks}}{why}")
+    feature, class_names, first = TFDS_MASKS[base]
+    try:
+        builder = tfds.builder(name)
+    except Exception as e:  # tfds raises DatasetNotFoundError (and others for bad configs)
+        raise ValueError(f"--data {spec!r}: tensorflow-datasets has no dataset {name!r} ({type(e).__name__})") from None
+    builder.download_and_prepare()
+    splits = []
+    for split in (train_split or "train", "test"):
+        pairs = builder.as_dataset(split=split).map(
+            lambda example: (_as_rgb(example["image"]), tf.cast(example[feature], tf.int32) - first),
+            num_parallel_calls=tf.data.AUTOTUNE)
+        pairs = pairs.map(lambda image, mask: (image, tf.cast(mask, tf.uint8)))
+        splits.append((pairs, builder.info.splits[split].num_examples))
+    return list(class_names), splits, "test"
 
 
 def _pipelines(train, train_count, train_map, evaluation, eval_count, eval_map, image_size, batch_size, seed,

@@ -122,3 +122,51 @@ def write_digits_on_photos(root, classes=2, train=400, test=100, size=64, seed=0
         images, masks = digits_on_photos(count, size, classes, seed, split)
         write_segmentation_folder(root, images, masks, split)
     return root
+
+
+def prepare_digits_on_photos_as_tfds_pets(data_dir, train=40, test=16, size=64, seed=0):
+    """tfds' own `oxford_iiit_pet` builder, prepared offline in `data_dir` from digits-on-photos.
+
+    The strokes are the "pet" (trimap value 1), the photo the background (2) and a one-pixel ring around the
+    strokes the border (3), written as the real archives hold them (images/NAME.jpg, annotations/trimaps/NAME.png,
+    annotations/trainval.txt and test.txt: `NAME class species breed`); only the download is replaced, so tfds'
+    own example generator writes the records, in the set's real version. Returns data_dir and the trimaps
+    {split: (count, size, size) uint8} as written.
+    """
+    import tensorflow_datasets as tfds
+    from tensorflow_datasets.datasets.oxford_iiit_pet import oxford_iiit_pet_dataset_builder as pets
+
+    source = os.path.join(str(data_dir), "downloads_offline")
+    for folder in ("images", "annotations/trimaps"):
+        os.makedirs(os.path.join(source, folder), exist_ok=True)
+    trimaps = {}
+    for split, count, listing in (("train", train, "trainval.txt"), ("test", test, "test.txt")):
+        images, masks = digits_on_photos(count, size, 2, seed, split)
+        stroke = masks > 0
+        grown = np.pad(stroke, ((0, 0), (1, 1), (1, 1)))
+        grown = grown[:, 1:-1, 1:-1] | grown[:, :-2, 1:-1] | grown[:, 2:, 1:-1] | grown[:, 1:-1, :-2] | grown[:, 1:-1, 2:]
+        trimaps[split] = np.where(stroke, 1, np.where(grown, 3, 2)).astype("uint8")
+        lines = []
+        for n in range(count):
+            name = f"{split}_digits_{n}"
+            tf.io.write_file(os.path.join(source, "images", f"{name}.jpg"), tf.io.encode_jpeg(images[n], quality=95))
+            tf.io.write_file(os.path.join(source, "annotations", "trimaps", f"{name}.png"),
+                             tf.io.encode_png(trimaps[split][n][..., None]))
+            lines.append(f"{name} {1 + n % 37} {1 + n % 2} 1\n")
+        with open(os.path.join(source, "annotations", listing), "w") as f:
+            f.writelines(lines)
+
+    class OfflinePets(pets.Builder, skip_registration=True):
+        name = "oxford_iiit_pet"
+        __module__ = pets.Builder.__module__  # tfds reads the set's metadata files from its builder's package
+
+        def _split_generators(self, dl_manager):
+            annotations = os.path.join(source, "annotations")
+            return [tfds.core.SplitGenerator(name=split, gen_kwargs={
+                "images_dir_path": os.path.join(source, "images"), "annotations_dir_path": annotations,
+                "images_list_file": os.path.join(annotations, listing)})
+                for split, listing in (("train", "trainval.txt"), ("test", "test.txt"))]
+
+    OfflinePets(data_dir=str(data_dir)).download_and_prepare(
+        download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+    return str(data_dir), trimaps

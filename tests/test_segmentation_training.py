@@ -12,7 +12,8 @@ import tensorflow as tf
 
 import kerasnets
 from kerasnets import cli, data, export, tflite_metadata, training
-from image_folders import digits_on_photos, write_digits_on_photos, write_segmentation_folder
+from image_folders import (digits_on_photos, prepare_digits_on_photos_as_tfds_pets, write_digits_on_photos,
+                           write_segmentation_folder)
 import without_kerasnets
 
 README = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "README.md")
@@ -83,6 +84,48 @@ def test_segmentation_folders_that_do_not_pair_are_named(tmp_path):
         data.load_segmentation(str(tmp_path), 32, 2)
     (tmp_path / "labels.txt").write_text("photo\nstroke\n")
     assert data.load_segmentation(str(tmp_path), 32, 2).class_names == ["photo", "stroke"]
+
+
+def test_tfds_oxford_iiit_pet_trains_with_its_trimaps_as_classes(tmp_path, monkeypatch):
+    """`--data tfds:oxford_iiit_pet` reads tfds' records (written offline by tfds' own builder, in the set's
+    real layout) with the trimaps as classes pet, background, border; tfds' voc, which has boxes and no masks,
+    is refused by name."""
+    data_dir, trimaps = prepare_digits_on_photos_as_tfds_pets(tmp_path / "tensorflow_datasets")
+    import tensorflow_datasets as tfds
+
+    # tfds reads TFDS_DATA_DIR once, at import: this process gets the directory a user's would get from it.
+    monkeypatch.setattr(tfds.core.constants, "DATA_DIR", data_dir)
+    found = data.load_segmentation("tfds:oxford_iiit_pet", 64, 8)
+    assert found.class_names == ["pet", "background", "border"] and (found.train_count, found.eval_count) == (40, 16)
+    masks = np.concatenate([m.numpy() for _, m in found.eval])  # 64x64 kept as it is: the trimaps, less one
+    assert sorted(m.tobytes() for m in masks) == sorted((t - 1).tobytes() for t in trimaps["test"])
+    run = training.train("unet", "tfds:oxford_iiit_pet", backbone="mobilenet_v1_025", image_size=64, epochs=1,
+                         batch_size=8, output=str(tmp_path / "run"), verbose=0)
+    metrics = json.load(open(os.path.join(str(tmp_path / "run"), "metrics.json")))
+    assert len(metrics["iou_per_class"]) == 3 and 0 <= metrics["mean_iou"] <= 1, run
+    with pytest.raises(ValueError, match=r"tensorflow-datasets' voc holds boxes, not masks"):
+        data.load_segmentation("tfds:voc/2012", 64, 8)
+
+
+def test_palette_masks_are_read_as_their_indices(tmp_path):
+    """PASCAL VOC's SegmentationClass PNGs are palette images: their pixels are class indices (255: the ignored
+    border), which TensorFlow's PNG decoder would turn into the palette's colours."""
+    from PIL import Image
+
+    images, masks = digits_on_photos(4, size=32, classes=11, seed=5)
+    masks[:, :2] = 255  # an ignored band, as VOC's object borders
+    palette = [0, 0, 0, 128, 0, 0, 0, 128, 0] * 85 + [224, 224, 192]  # 256 colours; VOC's are of this kind
+    for split in ("train", "test"):
+        write_segmentation_folder(str(tmp_path), images, masks, split)
+        for n, mask in enumerate(masks):
+            indexed = Image.fromarray(mask, mode="P")
+            indexed.putpalette(palette)
+            indexed.save(tmp_path / split / "masks" / f"{split}_{n:04d}.png")
+    assert Image.open(tmp_path / "test" / "masks" / "test_0000.png").mode == "P"
+    found = data.load_segmentation(str(tmp_path), 32, 4)
+    assert found.class_names == [str(i) for i in range(int(masks[masks != 255].max()) + 1)]
+    got = np.concatenate([m.numpy() for _, m in found.eval])
+    np.testing.assert_array_equal(got, masks)
 
 
 def test_iou_per_class_is_keras_iou_with_ignored_pixels_left_out():
