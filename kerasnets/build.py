@@ -107,7 +107,6 @@ def registered_builder(model_name, body, display_name, initializer, doc):
     return builder
 
 
-
 def choose_variant(model_name, variant, weights, variants):
     """The architecture to build: `variant` as given (one of `variants`), else the one `weights` are written
     for: "torchvision" for a PyTorch state dict or a published set in PyTorch's layout, `variants[0]` (the
@@ -129,6 +128,7 @@ def _torch_layout(model_name, weights):
     if isinstance(weights, str) and weights in config.weight_tags:
         return config.pretrained(weights).layout == "torch"
     return pytorch.is_torch_file(weights)
+
 
 # ---- validation ------------------------------------------------------------------------------------------
 

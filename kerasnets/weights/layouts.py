@@ -204,7 +204,6 @@ def _vgg_torch(arch):
     return TorchLayout(modules, head=tuple(head.values()), flattened={"fc6": "pool5", "fc6.Conv2D": "pool5"})
 
 
-
 # torchvision's ShuffleNet v2 branches are nn.Sequential: their indices count the ReLUs between layers.
 _SHUFFLE_BRANCHES = {
     "branch1.depthwise": "branch1.0", "branch1.depthwise.BatchNorm": "branch1.1",
@@ -290,6 +289,7 @@ def _inception_v3_torch():
                     "AuxLogits.Conv2d_2a_5x5.BatchNorm": "AuxLogits.conv1.bn",
                     "AuxLogits.Conv2d_2b_1x1": "AuxLogits.fc"})
     return TorchLayout(modules, head=("fc", "AuxLogits.fc"), unused=("AuxLogits",))
+
 
 # (model, format) -> the function that makes its table.
 LAYOUTS = {
