@@ -163,7 +163,7 @@ def test_commands_start_quietly():
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     result = subprocess.run([sys.executable, "-m", "kerasnets", "summary", "nin"], capture_output=True, text=True,
                             env=env)
-    assert result.returncode == 0 and result.stdout.startswith("endpoint"), result.stderr
+    assert result.returncode == 0 and result.stdout.startswith("model NIN\nendpoint"), result.stderr
     assert result.stderr == "", result.stderr
 
 

@@ -78,8 +78,9 @@ def test_two_local_workers_end_with_one_model_and_exact_metrics(digits, tmp_path
     assert metrics["epochs"] == 2 and metrics["eval_images"] == 359
     for name in ("accuracy", "top5_accuracy"):  # counts: every test image once
         assert metrics[name] == pytest.approx(expected[name], abs=1e-5), name
-    # A mean of floats over other batches: oneDNN's convolutions round differently by batch size (2e-5 seen).
-    assert metrics["loss"] == pytest.approx(expected["loss"], rel=1e-4)
+    # A mean of floats over other batches: oneDNN's convolutions round differently by batch size (2e-5 seen, 5.6e-4
+    # once while the other test worker loaded the cores).
+    assert metrics["loss"] == pytest.approx(expected["loss"], rel=2e-3)
 
     # Trained about as well as one process with the same global batch, epochs and seed. Neither run is
     # bit-reproducible (thread scheduling), and each worker's batch norm sees half the batch. Measured pairs
