@@ -125,17 +125,28 @@ def _folder_source(root, validation_fraction, seed):
     return classes, splits, skipped, eval_name
 
 
-def _tfds_source(spec, validation_fraction):
+def _tfds_name(spec):
+    """(NAME, SPLIT or "train") of `tfds:NAME[:SPLIT]`."""
+    name, _, train_split = spec.partition(":")[2].partition(":")
+    return name, train_split or "train"
+
+
+def _prepared_tfds_builder(spec):
+    """tfds' builder of `tfds:NAME[:SPLIT]`, downloaded and prepared into its data_dir as tfds does."""
     import tensorflow_datasets as tfds
 
-    _, _, rest = spec.partition(":")
-    name, _, train_split = rest.partition(":")
-    train_split = train_split or "train"
+    name, _ = _tfds_name(spec)
     try:
         builder = tfds.builder(name)
     except Exception as e:  # tfds raises DatasetNotFoundError (and others for bad configs)
         raise ValueError(f"--data {spec!r}: tensorflow-datasets has no dataset {name!r} ({type(e).__name__})") from None
     builder.download_and_prepare()
+    return builder
+
+
+def _tfds_source(spec, validation_fraction):
+    _, train_split = _tfds_name(spec)
+    builder = _prepared_tfds_builder(spec)
     info = builder.info
     label_feature = info.features["label"]
     classes = list(label_feature.names)
@@ -341,10 +352,7 @@ TFDS_MASKS = {
 def _tfds_segmentation(spec):
     """(class names, [(train (image, mask) pairs, count), (evaluation pairs, count)], evaluation split) of a
     tensorflow-datasets set in TFDS_MASKS, from its data_dir as tfds loads it."""
-    import tensorflow_datasets as tfds
-
-    _, _, rest = spec.partition(":")
-    name, _, train_split = rest.partition(":")
+    name, train_split = _tfds_name(spec)
     base = name.split("/")[0]
     if base not in TFDS_MASKS:
         why = (" (tensorflow-datasets' voc holds boxes, not masks: write VOC's JPEGImages and SegmentationClass "
@@ -353,17 +361,12 @@ def _tfds_segmentation(spec):
         raise ValueError(f"--data {spec!r}: segmentation reads the tensorflow-datasets sets with masks "
                          f"{sorted(TFDS_MASKS)}, or a folder ROOT/{{train,test}}/{{images,masks}}{why}")
     feature, class_names, first = TFDS_MASKS[base]
-    try:
-        builder = tfds.builder(name)
-    except Exception as e:  # tfds raises DatasetNotFoundError (and others for bad configs)
-        raise ValueError(f"--data {spec!r}: tensorflow-datasets has no dataset {name!r} ({type(e).__name__})") from None
-    builder.download_and_prepare()
+    builder = _prepared_tfds_builder(spec)
     splits = []
-    for split in (train_split or "train", "test"):
+    for split in (train_split, "test"):
         pairs = builder.as_dataset(split=split).map(
-            lambda example: (_as_rgb(example["image"]), tf.cast(example[feature], tf.int32) - first),
+            lambda example: (_as_rgb(example["image"]), tf.cast(tf.cast(example[feature], tf.int32) - first, tf.uint8)),
             num_parallel_calls=tf.data.AUTOTUNE)
-        pairs = pairs.map(lambda image, mask: (image, tf.cast(mask, tf.uint8)))
         splits.append((pairs, builder.info.splits[split].num_examples))
     return list(class_names), splits, "test"
 
