@@ -104,6 +104,8 @@ def test_cli_summary_of_a_keras_file(tmp_path, capsys):
     assert "has its own input size" in capsys.readouterr().err
     assert cli.main(["summary", path, "--backbone", "resnet18"]) == 2
     assert "--backbone applies to registry names of segmentation heads" in capsys.readouterr().err
+    assert cli.main(["summary", path, "--variant", "torchvision"]) == 2
+    assert "--variant applies to registry names; MODEL" in capsys.readouterr().err
     assert cli.main(["summary", str(tmp_path / "missing.keras")]) == 2
     assert "no such .keras file" in capsys.readouterr().err
 
