@@ -1,6 +1,7 @@
 """Weights published for PyTorch: a state dict written by torchvision or timm itself, loaded through `weights=`,
 gives the reference's own logits on the same batch (`tests/torch_reference.py`)."""
 
+import os
 import sys
 
 import numpy as np
@@ -136,15 +137,27 @@ def test_published_pytorch_weights_are_registry_data(tmp_path, monkeypatch):
     weights_lib.check_sha256_prefix(str(path), hashlib.sha256(b"x").hexdigest()[:8], "torchvision")  # passes
 
 
-@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
-def test_torchvision_resnets_load_and_choose_their_architecture(name, tmp_path, images):
+@pytest.mark.parametrize("library, name", [("torchvision", "resnet18"), ("torchvision", "resnet50"),
+                                           ("timm", "resnet50")])
+def test_torchvision_and_timm_resnets_load_and_choose_their_architecture(library, name, tmp_path, images,
+                                                                          monkeypatch):
     """ResNet-18 is torchvision's as built; ResNet-50's state dict builds ResNet v1.5 (stride in the 3x3, no biases,
-    epsilon 1e-5) by itself, where the default is keras.applications' ResNet50."""
-    reference = reference_model("torchvision", name)
+    epsilon 1e-5) by itself, where the default is keras.applications' ResNet50. timm's ResNets share the layout,
+    and its published tag, from Keras' cache as downloaded from the hub, chooses the same architecture."""
+    reference = reference_model(library, name, seed=len(library))  # timm's a draw of its own
     expected = logits(reference, images)
     path, safetensors = write_both(reference, tmp_path, name)
     got = kerasnets.create_model(name, weights=safetensors, input_shape=SHAPE, classifier_activation=None)(images)
-    assert_agrees(f"{name} from safetensors", np.asarray(got), expected)
+    assert_agrees(f"{library} {name} from safetensors", np.asarray(got), expected)
+    if library == "timm":
+        tag = f"timm:{name}.a1_in1k"
+        monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+        cached = kerasnets.get_config(name).pretrained(tag).file(include_top=True).filename
+        os.makedirs(tmp_path / "keras" / "models")
+        os.rename(safetensors, tmp_path / "keras" / "models" / cached)
+        model = kerasnets.create_model(name, weights=tag, input_shape=SHAPE, classifier_activation=None)
+        assert model.name == "ResNet50_v1_5"
+        assert_agrees(f"{tag} from the cache", np.asarray(model(images, training=False)), expected)
     model = kerasnets.create_model(name, weights=path, input_shape=SHAPE, classifier_activation=None)
     got = np.asarray(model(images, training=False))
     assert_agrees(f"{name} from pth", got, expected)
@@ -294,3 +307,29 @@ def test_every_torchvision_entry_is_torchvision_s_own_weights_enum():
             assert published.crop_fraction == round(transforms.crop_size[0] / transforms.resize_size[0], 4), name
             checked += 1
     assert checked == 20  # ResNet 5 + 3 v1, ResNeXt 2 + 2, VGG 2, ShuffleNet v2 4, GoogLeNet, Inception v3
+
+
+def test_every_timm_entry_is_timm_s_own_pretrained_cfg():
+    """Each registered timm tag is one timm publishes on the hub (its pretrained cfg, from timm itself), with that
+    cfg's crop_pct, input size and ImageNet mean/std (our "torch" preprocessing)."""
+    from torch_reference import torchvision
+
+    torchvision()  # timm imports it
+    import timm
+
+    checked = []
+    for name in kerasnets.list_models(pretrained=True):
+        for published in kerasnets.get_config(name).weights:
+            if not published.tag.startswith("timm:"):
+                continue
+            tag = published.tag.removeprefix("timm:")
+            cfg = timm.models.get_pretrained_cfg(tag)
+            assert cfg is not None and cfg.hf_hub_id in ("timm/", f"timm/{tag}"), tag
+            url = published.file(include_top=True).url
+            assert url == f"https://huggingface.co/timm/{tag}/resolve/main/model.safetensors", tag
+            assert (published.crop_fraction, published.input_size) == (cfg.crop_pct, cfg.input_size[1]), tag
+            assert published.preprocessing == "torch", tag
+            np.testing.assert_allclose((cfg.mean, cfg.std), (MEAN, STD), err_msg=tag)
+            assert tag.split(".")[0] == name, tag  # the same architecture's weights
+            checked.append(tag)
+    assert len(checked) == 10 and "resnet50.a1_in1k" in checked  # ResNet 5, SE nets 5

@@ -70,6 +70,15 @@ TORCHVISION = {
     "resnet152": {"torchvision": ("resnet152-f82ba261.pth", 82.284, 232),
                   "torchvision_v1": ("resnet152-394f9c45.pth", 78.312, 256)},
 }
+# timm's ResNets (the same layout as torchvision's; "ResNet strikes back" recipes, Wightman et al. 2021): its default
+# tag per depth, top-1 at 224 from timm's results table and the crop_pct of its pretrained cfg.
+TIMM = {
+    "resnet18": ("resnet18.a1_in1k", 71.504, 0.95),
+    "resnet34": ("resnet34.a1_in1k", 76.42, 0.95),
+    "resnet50": ("resnet50.a1_in1k", 80.382, 0.95),
+    "resnet101": ("resnet101.a1h_in1k", 81.95, 0.95),
+    "resnet152": ("resnet152.a1h_in1k", 82.818, 0.95),
+}
 PREPROCESSING = {"basic": "torch", "bottleneck_v1": "caffe", "bottleneck_v2": "tf"}
 CITATIONS = {"basic": "He et al., CVPR 2016", "bottleneck_v1": "He et al., CVPR 2016",
              "bottleneck_v2": "He et al., ECCV 2016, pre-activation"}
@@ -215,6 +224,9 @@ def _register(arch):
     if arch in TORCHVISION:
         published += tuple(registry.torchvision_weights(tag, filename, top1=top1, resize_size=resize)
                            for tag, (filename, top1, resize) in TORCHVISION[arch].items())
+    if arch in TIMM:
+        tag, top1, crop = TIMM[arch]
+        published += (registry.timm_weights(tag, top1=top1, crop_fraction=crop),)
     params, macs = COUNTS[arch]
     return registry.register(registry.ModelConfig(
         name=arch, builder=_make_builder(arch), family="resnet", paper=PAPERS[kind], default_size=DEFAULT_SIZE,
