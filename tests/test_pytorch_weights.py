@@ -332,4 +332,4 @@ def test_every_timm_entry_is_timm_s_own_pretrained_cfg():
             np.testing.assert_allclose((cfg.mean, cfg.std), (MEAN, STD), err_msg=tag)
             assert tag.split(".")[0] == name, tag  # the same architecture's weights
             checked.append(tag)
-    assert len(checked) == 10 and "resnet50.a1_in1k" in checked  # ResNet 5, SE nets 5
+    assert len(checked) == 11 and "resnet50.a1_in1k" in checked  # ResNet 5, ResNeXt 1, SE nets 5

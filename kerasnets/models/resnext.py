@@ -105,7 +105,8 @@ def _make_builder(arch):
 WEIGHTS = {
     "resnext50_32x4d": (registry.torchvision_weights("torchvision", "resnext50_32x4d-1a0047aa.pth", top1=81.198,
                                                      resize_size=232),
-                        registry.torchvision_weights("torchvision_v1", "resnext50_32x4d-7cdf4587.pth", top1=77.618)),
+                        registry.torchvision_weights("torchvision_v1", "resnext50_32x4d-7cdf4587.pth", top1=77.618),
+                        registry.timm_weights("resnext50_32x4d.a1h_in1k", top1=81.14, crop_fraction=0.95)),
     "resnext101_32x8d": (registry.torchvision_weights("torchvision", "resnext101_32x8d-110c445d.pth", top1=82.834,
                                                       resize_size=232),
                          registry.torchvision_weights("torchvision_v1", "resnext101_32x8d-8ba56ff5.pth",
