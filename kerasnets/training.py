@@ -377,17 +377,19 @@ def plot_history(rows, path, metric="accuracy"):
     atomic_write(path, lambda f: f.write(buffer.getvalue()), mode="wb")
 
 
-def _evenly_split(dataset, count, batch_size, replicas):
+def _evenly_split(dataset, count, batch_size, replicas, per_pixel=False):
     """Pads the last evaluation batch with zero-weight copies so it splits evenly over replicas.
 
-    (Keras' evaluate fails on a final batch that replicas would get unequal parts of.)
+    (Keras' evaluate fails on a final batch that replicas would get unequal parts of.) `per_pixel`: the labels
+    are masks, so each image's weight is one per pixel (the shape of its per-pixel loss).
     """
     if replicas == 1:
         return dataset
     pad = (-count) % replicas
-    weighted = dataset.unbatch().map(lambda image, label: (image, label, 1.0))
+    weighted = dataset.unbatch().map(lambda image, label: (
+        image, label, tf.ones(tf.shape(label)) if per_pixel else tf.constant(1.0)))
     if pad:
-        filler = weighted.take(1).map(lambda image, label, _: (image, label, 0.0)).repeat(pad)
+        filler = weighted.take(1).map(lambda image, label, weight: (image, label, 0 * weight)).repeat(pad)
         weighted = weighted.concatenate(filler)
     batches = weighted.batch(batch_size).apply(tf.data.experimental.assert_cardinality(-(-(count + pad) // batch_size)))
     return batches.prefetch(tf.data.AUTOTUNE)
@@ -530,7 +532,8 @@ def train(model, data, *, backbone=None, image_size=None, epochs=10, batch_size=
     one_hot = (lambda image, mask: (image, mask)) if segmenting else (  # noqa: E731
         lambda image, label: (image, tf.one_hot(label, classes)))
     train_ds = found.train.map(one_hot)
-    eval_ds = _evenly_split(found.eval.map(one_hot), found.eval_count, batch_size, strategy.num_replicas_in_sync)
+    eval_ds = _evenly_split(found.eval.map(one_hot), found.eval_count, batch_size, strategy.num_replicas_in_sync,
+                            per_pixel=segmenting)
     say(f"{recipe.describe()}; precision {policy}")
     hint = precision_lib.onednn_hint()
     if hint:

@@ -4,6 +4,9 @@ mask aligned, IoU as Keras computes it, and `kerasnets train unet` learning digi
 import json
 import os
 import shlex
+import signal
+import textwrap
+import time
 
 import keras
 import numpy as np
@@ -12,6 +15,7 @@ import tensorflow as tf
 
 import kerasnets
 from kerasnets import cli, data, export, tflite_metadata, training
+from children import run_python
 from image_folders import (digits_on_photos, prepare_digits_on_photos_as_tfds_pets, write_digits_on_photos,
                            write_segmentation_folder)
 import without_kerasnets
@@ -313,3 +317,53 @@ def test_the_overlay_palette_is_pascal_vocs():
     assert colours[15].tolist() == [192, 128, 128] and colours[20].tolist() == [0, 64, 128]
 
 
+
+
+TWO_CPU_DEVICES = textwrap.dedent("""
+    import sys, tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from kerasnets import cli
+    sys.exit(cli.main(sys.argv[1:]))
+""")
+
+
+def test_segmentation_trains_mirrored_in_bfloat16_and_resumes_after_sigkill(tmp_path):
+    """As classification does: two replicas (MirroredStrategy on two CPU devices), bfloat16 compute, killed after
+    its first epoch's backup and resumed there; metrics.json is Keras' MeanIoU of the saved model, every test pixel
+    counted once (21 test images: the last batch is padded with a zero-weight copy to split over the replicas)."""
+    root = write_digits_on_photos(str(tmp_path / "strokes"), classes=2, train=96, test=21, size=32)
+    output = str(tmp_path / "run")
+    argv = ["-c", TWO_CPU_DEVICES, "train", "unet", "--backbone", "resnet18", "--data", root, "--image-size", "32",
+            "--epochs", "2", "--batch-size", "16", "--distribute", "mirrored", "--mixed-precision", "bfloat16",
+            "--output", output, "--verbose", "0"]
+    first = run_python(argv)
+    backup = os.path.join(output, "backup", "training_metadata.json")
+    deadline = time.time() + 600
+    while not os.path.exists(backup) and first.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert os.path.exists(backup), first.communicate()[0][-3000:]
+    first.send_signal(signal.SIGKILL)
+    started = first.communicate()[0]
+    assert "2 replica(s)" in started and "policy mixed_bfloat16" in started, started[-3000:]
+    assert not os.path.exists(os.path.join(output, "model.keras"))
+    rows_before = training.read_history(os.path.join(output, "history.csv"))
+    assert len(rows_before) >= 1 and "val_mean_iou" in rows_before[0]
+
+    resumed = run_python(argv + ["--resume"])
+    out = resumed.communicate(timeout=900)[0]
+    assert resumed.returncode == 0, out[-3000:]
+    assert len([line for line in out.splitlines() if "] epoch " in line]) == 2 - len(rows_before)
+    rows = training.read_history(os.path.join(output, "history.csv"))
+    assert [int(r["epoch"]) for r in rows] == [0, 1] and rows[0] == rows_before[0]
+    assert json.load(open(os.path.join(output, "run.json")))["mixed_precision"] == "mixed_bfloat16"
+
+    model = keras.saving.load_model(os.path.join(output, "model.keras"))
+    assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}  # saved to run anywhere
+    metric = keras.metrics.MeanIoU(2, sparse_y_pred=False)
+    for images, masks in data.load_segmentation(root, 32, 16).eval:
+        metric.update_state(masks, model.predict(images, verbose=0))
+    metrics = json.load(open(os.path.join(output, "metrics.json")))
+    print(f"unet/resnet18, 2 replicas, bfloat16, resumed: mean IoU {metrics['mean_iou']:.4f} after 2 epochs")
+    assert metrics["epochs"] == 2 and metrics["eval_images"] == 21
+    assert metrics["mean_iou"] == pytest.approx(float(metric.result()), abs=1e-6)
