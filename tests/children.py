@@ -4,6 +4,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
@@ -25,3 +26,13 @@ def free_ports(n):
     for s in sockets:
         s.close()
     return ports
+
+
+def wait_for_backup(processes, output, timeout=600):
+    """Waits until the training run in `output` has written its first epoch's backup (BackupAndRestore), while every
+    one of `processes` runs; fails with the first one's output if it never comes."""
+    backup = os.path.join(output, "backup", "training_metadata.json")
+    deadline = time.time() + timeout
+    while not os.path.exists(backup) and all(p.poll() is None for p in processes) and time.time() < deadline:
+        time.sleep(0.1)
+    assert os.path.exists(backup), processes[0].communicate()[0][-3000:]

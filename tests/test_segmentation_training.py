@@ -6,7 +6,6 @@ import os
 import shlex
 import signal
 import textwrap
-import time
 
 import keras
 import numpy as np
@@ -15,7 +14,7 @@ import tensorflow as tf
 
 import kerasnets
 from kerasnets import cli, data, export, tflite_metadata, training
-from children import run_python
+from children import run_python, wait_for_backup
 from image_folders import (digits_on_photos, prepare_digits_on_photos_as_tfds_pets, write_digits_on_photos,
                            write_segmentation_folder)
 import without_kerasnets
@@ -338,11 +337,7 @@ def test_segmentation_trains_mirrored_in_bfloat16_and_resumes_after_sigkill(tmp_
             "--epochs", "2", "--batch-size", "16", "--distribute", "mirrored", "--mixed-precision", "bfloat16",
             "--output", output, "--verbose", "0"]
     first = run_python(argv)
-    backup = os.path.join(output, "backup", "training_metadata.json")
-    deadline = time.time() + 600
-    while not os.path.exists(backup) and first.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
-    assert os.path.exists(backup), first.communicate()[0][-3000:]
+    wait_for_backup([first], output)
     first.send_signal(signal.SIGKILL)
     started = first.communicate()[0]
     assert "2 replica(s)" in started and "policy mixed_bfloat16" in started, started[-3000:]

@@ -4,7 +4,6 @@ import json
 import math
 import os
 import signal
-import time
 
 import keras
 import numpy as np
@@ -13,7 +12,7 @@ import tensorflow as tf
 
 import kerasnets
 from kerasnets import cli, data, precision, recipes, training
-from children import run_python
+from children import run_python, wait_for_backup
 from image_folders import write_digits_folder
 
 
@@ -188,11 +187,8 @@ def test_resume_after_sigkill(digits, tmp_path):
     args = ["-m", "kerasnets", "train", "nin", "--data", digits, "--epochs", "3", "--image-size", "8",
             "--batch-size", "64", "--output", output, "--verbose", "0"]
     process = run_python(args)
+    wait_for_backup([process], output)
     backup = os.path.join(output, "backup", "training_metadata.json")
-    deadline = time.time() + 300
-    while not os.path.exists(backup) and process.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
-    assert os.path.exists(backup), process.communicate()[0][-2000:]
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not os.path.exists(os.path.join(output, "model.keras"))

@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import textwrap
-import time
 
 import keras
 import numpy as np
@@ -13,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from kerasnets import data, training
-from children import free_ports, run_python
+from children import free_ports, run_python, wait_for_backup
 
 
 
@@ -106,11 +105,7 @@ def test_two_workers_resume_after_one_dies(digits, tmp_path):
             {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})}) for index in range(2)]
 
     first = start()
-    backup = os.path.join(output, "backup", "training_metadata.json")
-    deadline = time.time() + 300
-    while not os.path.exists(backup) and all(p.poll() is None for p in first) and time.time() < deadline:
-        time.sleep(0.1)
-    assert os.path.exists(backup), first[0].communicate()[0][-2000:]
+    wait_for_backup(first, output)
     first[1].send_signal(signal.SIGKILL)
     try:
         first[0].wait(timeout=15)  # it waits for the dead worker in its next all-reduce, or fails
