@@ -96,15 +96,19 @@ def evaluate(model, eval_ds, loss, metrics, forward=None):
     """Loss and metrics over every image of `eval_ds` once, on this worker alone: {name: value}.
 
     `loss`/`metrics`: new Keras objects like the compiled ones (the loss is
-    averaged per image, as `model.evaluate` reports it). `forward`: the
+    averaged per image, or per pixel for masks, leaving out the pixels of the
+    loss's `ignore_class`, as `model.evaluate` reports it). `forward`: the
     model's inference pass as a tf.function, to reuse one across calls.
     """
     forward = forward or tf.function(lambda images: model(images, training=False))
     per_image = loss.__class__(**{**loss.get_config(), "reduction": None})
+    ignore = loss.get_config().get("ignore_class")
     mean_loss = keras.metrics.Mean(name="loss")
     for images, labels in eval_ds:
         probabilities = forward(images)
-        mean_loss.update_state(per_image(labels, probabilities))
+        # (unreduced, an ignored pixel's loss is a 0 that must not count)
+        counted = None if ignore is None else tf.cast(tf.not_equal(tf.cast(labels, tf.int32), ignore), tf.float32)
+        mean_loss.update_state(per_image(labels, probabilities), sample_weight=counted)
         for metric in metrics:
             metric.update_state(labels, probabilities)
     return {m.name: float(np.asarray(m.result())) for m in [mean_loss, *metrics]}

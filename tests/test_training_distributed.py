@@ -130,3 +130,43 @@ def test_two_workers_resume_after_one_dies(digits, tmp_path):
     for mine, theirs in zip(chief.weights, other.weights):
         np.testing.assert_array_equal(mine.numpy(), theirs.numpy(), err_msg=mine.path)
 
+
+
+def test_two_local_workers_train_a_segmentation_head_with_exact_metrics(tmp_path):
+    """The multi-worker loop (kerasnets' own, not Keras' fit) on masks: unet/resnet18 on two workers; both save the
+    same model, and metrics.json's IoU counts every test pixel once (Keras' MeanIoU over the chief's model.keras);
+    masks with an ignored band (255) leave it out of the loss and the IoU."""
+    from image_folders import digits_on_photos, write_segmentation_folder
+
+    root = str(tmp_path / "strokes")
+    for split, count in (("train", 64), ("test", 21)):
+        images, masks = digits_on_photos(count, 32, 2, 0, split)
+        masks[:, :, :2] = 255  # VOC's "ignore", on a band at the left edge
+        write_segmentation_folder(root, images, masks, split)
+    workers = [f"localhost:{port}" for port in free_ports(2)]
+    output = str(tmp_path / "run")
+    processes = []
+    for index in range(2):
+        config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
+        processes.append(run_python(["-m", "kerasnets", "train", "unet", "--backbone", "resnet18", "--data", root,
+                                     "--image-size", "32", "--epochs", "1", "--batch-size", "16",
+                                     "--distribute", "multi-worker", "--output", output, "--verbose", "0"],
+                                    env={**os.environ, "TF_CONFIG": config}))
+    outputs = [p.communicate(timeout=900)[0] for p in processes]
+    for p, out in zip(processes, outputs):
+        assert p.returncode == 0, out[-3000:]
+    assert "2 replica(s)" in outputs[0]
+
+    chief = keras.saving.load_model(os.path.join(output, "model.keras"))
+    other = keras.saving.load_model(os.path.join(output, "worker_1", "model.keras"))
+    for mine, theirs in zip(chief.weights, other.weights):
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy(), err_msg=mine.path)
+    chief.compile(loss=keras.losses.SparseCategoricalCrossentropy(ignore_class=255),
+                  metrics=[keras.metrics.MeanIoU(2, sparse_y_pred=False, ignore_class=255, name="mean_iou")])
+    expected = chief.evaluate(data.load_segmentation(root, 32, 7).eval, verbose=0, return_dict=True)
+    metrics = json.load(open(os.path.join(output, "metrics.json")))
+    print(f"unet/resnet18 on two workers, 1 epoch: {metrics}")
+    assert metrics["epochs"] == 1 and metrics["eval_images"] == 21
+    assert metrics["mean_iou"] == pytest.approx(expected["mean_iou"], abs=1e-6)
+    assert metrics["mean_iou"] == pytest.approx(np.mean(metrics["iou_per_class"]), abs=1e-6)
+    assert metrics["loss"] == pytest.approx(expected["loss"], rel=2e-3)
