@@ -121,7 +121,8 @@ def test_cli_list_reads_data_and_builds_nothing(capsys, monkeypatch):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["model", "input", "classes", "params", "MACs", "weights", "(top-1", "%)"]
     assert lines[1].split() == ["resnet50", "224", "1000", "25,636,712", "3,857,973,248", "imagenet", "(74.9),",
-                                "torchvision", "(80.858),", "torchvision_v1", "(76.13)"]
+                                "torchvision", "(80.858),", "torchvision_v1", "(76.13),", "timm:resnet50.a1_in1k",
+                                "(80.382)"]
     assert lines[2].split()[:4] == ["resnet50_v2", "224", "1000", "25,613,800"] and len(lines) == 3
 
 
