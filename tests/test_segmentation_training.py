@@ -316,8 +316,6 @@ def test_the_overlay_palette_is_pascal_vocs():
     assert colours[15].tolist() == [192, 128, 128] and colours[20].tolist() == [0, 64, 128]
 
 
-
-
 TWO_CPU_DEVICES = textwrap.dedent("""
     import sys, tensorflow as tf
     cpu = tf.config.list_physical_devices("CPU")[0]

@@ -15,7 +15,6 @@ from kerasnets import data, training
 from children import free_ports, run_python, wait_for_backup
 
 
-
 MIRRORED = textwrap.dedent("""
     import sys, tensorflow as tf
     cpu = tf.config.list_physical_devices("CPU")[0]
@@ -129,7 +128,6 @@ def test_two_workers_resume_after_one_dies(digits, tmp_path):
     other = keras.saving.load_model(os.path.join(output, "worker_1", "model.keras"))
     for mine, theirs in zip(chief.weights, other.weights):
         np.testing.assert_array_equal(mine.numpy(), theirs.numpy(), err_msg=mine.path)
-
 
 
 def test_two_local_workers_train_a_segmentation_head_with_exact_metrics(tmp_path):
