@@ -30,9 +30,17 @@ def free_ports(n):
 
 def wait_for_backup(processes, output, timeout=600):
     """Waits until the training run in `output` has written its first epoch's backup (BackupAndRestore), while every
-    one of `processes` runs; fails with the first one's output if it never comes."""
+    one of `processes` runs. If it never comes, all are killed (a worker whose peer died would wait in its next
+    all-reduce forever) and the test fails with the output of the one that ended first, else the first one's."""
     backup = os.path.join(output, "backup", "training_metadata.json")
     deadline = time.time() + timeout
     while not os.path.exists(backup) and all(p.poll() is None for p in processes) and time.time() < deadline:
         time.sleep(0.1)
-    assert os.path.exists(backup), processes[0].communicate()[0][-3000:]
+    if not os.path.exists(backup):
+        ended = next((p for p in processes if p.poll() is not None), processes[0])
+        for p in processes:
+            p.kill()
+        printed = ended.communicate(timeout=60)[0]
+        for p in processes:
+            p.wait(timeout=60)
+        raise AssertionError(f"no backup in {output}; a process printed:\n{printed[-3000:]}")
