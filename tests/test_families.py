@@ -162,7 +162,8 @@ def test_registry_lists_every_builder():
         "fcn8s", "fcn16s", "fcn32s", "unet", "deeplab_v3"])
     assert kerasnets.list_models("resnet*_v2") == ["resnet101_v2", "resnet152_v2", "resnet50_v2"]
     assert kerasnets.get_config("resnet50").preprocessing == "caffe"
-    assert [w.layout for w in kerasnets.get_config("resnet18").weights] == ["torch"]  # torchvision's only
+    assert [(w.tag, w.layout) for w in kerasnets.get_config("resnet18").weights] == [
+        ("torchvision", "torch"), ("timm:resnet18.a1_in1k", "torch")]  # PyTorch's only: torchvision's and timm's
 
 
 @pytest.mark.parametrize("name, kwargs, error, pattern", [

@@ -161,7 +161,8 @@ def test_two_local_workers_train_a_segmentation_head_with_exact_metrics(tmp_path
         np.testing.assert_array_equal(mine.numpy(), theirs.numpy(), err_msg=mine.path)
     chief.compile(loss=keras.losses.SparseCategoricalCrossentropy(ignore_class=255),
                   metrics=[keras.metrics.MeanIoU(2, sparse_y_pred=False, ignore_class=255, name="mean_iou")])
-    expected = chief.evaluate(data.load_segmentation(root, 32, 7).eval, verbose=0, return_dict=True)
+    # (batches of 16 as the run scored them: oneDNN rounds by batch size, and a near-tie pixel could flip)
+    expected = chief.evaluate(data.load_segmentation(root, 32, 16).eval, verbose=0, return_dict=True)
     metrics = json.load(open(os.path.join(output, "metrics.json")))
     print(f"unet/resnet18 on two workers, 1 epoch: {metrics}")
     assert metrics["epochs"] == 1 and metrics["eval_images"] == 21
