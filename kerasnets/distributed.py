@@ -101,8 +101,9 @@ def evaluate(model, eval_ds, loss, metrics, forward=None):
     model's inference pass as a tf.function, to reuse one across calls.
     """
     forward = forward or tf.function(lambda images: model(images, training=False))
-    per_image = loss.__class__(**{**loss.get_config(), "reduction": None})
-    ignore = loss.get_config().get("ignore_class")
+    config = loss.get_config()
+    per_image = loss.__class__(**{**config, "reduction": None})
+    ignore = config.get("ignore_class")
     mean_loss = keras.metrics.Mean(name="loss")
     for images, labels in eval_ds:
         probabilities = forward(images)
