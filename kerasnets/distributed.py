@@ -95,10 +95,13 @@ class BatchNormPool:
 def evaluate(model, eval_ds, loss, metrics, forward=None):
     """Loss and metrics over every image of `eval_ds` once, on this worker alone: {name: value}.
 
-    `loss`/`metrics`: new Keras objects like the compiled ones (the loss is
-    averaged per image, or per pixel for masks, leaving out the pixels of the
-    loss's `ignore_class`, as `model.evaluate` reports it). `forward`: the
-    model's inference pass as a tf.function, to reuse one across calls.
+    `loss`/`metrics`: new Keras objects like the compiled ones. The loss is
+    the mean over every image of the split, or for masks over every pixel
+    but those of the loss's `ignore_class`. (`model.evaluate` averages each
+    batch's mean weighted by its image count: the same for classification,
+    and for masks only where every batch has as many ignored pixels per
+    image.) `forward`: the model's inference pass as a tf.function, to reuse
+    one across calls.
     """
     forward = forward or tf.function(lambda images: model(images, training=False))
     config = loss.get_config()

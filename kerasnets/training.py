@@ -26,7 +26,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasnets import features, graph
+from kerasnets import distributed, features, graph
 from kerasnets import data as data_lib
 from kerasnets import layers as kn_layers
 from kerasnets import precision as precision_lib
@@ -577,8 +577,6 @@ def train(model, data, *, backbone=None, image_size=None, epochs=10, batch_size=
         if is_chief:
             backups = [keras.callbacks.BackupAndRestore(backup_dir)]
         else:  # restores from the chief's backup when resuming, writes none
-            from kerasnets import distributed
-
             backups = [distributed.ChiefBackup(backup_dir)] if resume else []
         callbacks = [
             learning_check,
@@ -589,8 +587,6 @@ def train(model, data, *, backbone=None, image_size=None, epochs=10, batch_size=
         ]
         try:
             if multi_worker:
-                from kerasnets import distributed
-
                 history = distributed.fit(net, strategy, train_ds, epochs, found.eval.map(one_hot), callbacks,
                                           verbose, found.train_count, batch_size, make_metrics)
             else:
@@ -614,10 +610,9 @@ def train(model, data, *, backbone=None, image_size=None, epochs=10, batch_size=
         saved = keras.Model(saved.input, saved.output, name=saved.name)
         # The trained optimizer goes with it, so training can go on from the file.
         saved.compile(optimizer=net.optimizer, **loss_and_metrics())
-        if multi_worker:  # every image once, on each worker (Keras' evaluate fails under this strategy)
-            results = distributed.evaluate(saved, found.eval.map(one_hot), *make_metrics())
-        else:
-            results = saved.evaluate(eval_ds, verbose=0, return_dict=True)
+        # Every image once, on this process alone: no zero-weight padding (Keras' evaluate counts it in the loss's
+        # denominator) and one loss over the whole split (Keras' weighs each batch's mean by its image count).
+        results = distributed.evaluate(saved, found.eval.map(one_hot), *make_metrics())
         if segmenting:  # per-class IoU over every test pixel (Keras' MeanIoU gives the mean only)
             results.update(segmentation_scores(confusion_matrix(saved, found.eval, classes)))
         rows = history_file.rows or []

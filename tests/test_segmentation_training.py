@@ -17,6 +17,7 @@ from kerasnets import cli, data, export, tflite_metadata, training
 from children import run_python, wait_for_backup
 from image_folders import (digits_on_photos, prepare_digits_on_photos_as_tfds_pets, write_digits_on_photos,
                            write_segmentation_folder)
+from segmentation_reference import pixel_scores
 import without_kerasnets
 
 README = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "README.md")
@@ -328,7 +329,8 @@ TWO_CPU_DEVICES = textwrap.dedent("""
 def test_segmentation_trains_mirrored_in_bfloat16_and_resumes_after_sigkill(tmp_path):
     """As classification does: two replicas (MirroredStrategy on two CPU devices), bfloat16 compute, killed after
     its first epoch's backup and resumed there; metrics.json is Keras' MeanIoU of the saved model, every test pixel
-    counted once (21 test images: the last batch is padded with a zero-weight copy to split over the replicas)."""
+    counted once, and its loss the mean over the test pixels (21 test images: during training the last batch is padded
+    with a zero-weight copy to split over the replicas)."""
     root = write_digits_on_photos(str(tmp_path / "strokes"), classes=2, train=96, test=21, size=32)
     output = str(tmp_path / "run")
     argv = ["-c", TWO_CPU_DEVICES, "train", "unet", "--backbone", "resnet18", "--data", root, "--image-size", "32",
@@ -356,7 +358,12 @@ def test_segmentation_trains_mirrored_in_bfloat16_and_resumes_after_sigkill(tmp_
     metric = keras.metrics.MeanIoU(2, sparse_y_pred=False)
     for images, masks in data.load_segmentation(root, 32, 16).eval:
         metric.update_state(masks, model.predict(images, verbose=0))
+    expected = pixel_scores(model, data.load_segmentation(root, 32, 16).eval, 2)
     metrics = json.load(open(os.path.join(output, "metrics.json")))
-    print(f"unet/resnet18, 2 replicas, bfloat16, resumed: mean IoU {metrics['mean_iou']:.4f} after 2 epochs")
+    print(f"unet/resnet18, 2 replicas, bfloat16, resumed: mean IoU {metrics['mean_iou']:.4f} after 2 epochs; "
+          f"metrics.json {metrics['loss']:.5f}, expected {expected}")
     assert metrics["epochs"] == 2 and metrics["eval_images"] == 21
     assert metrics["mean_iou"] == pytest.approx(float(metric.result()), abs=1e-6)
+    assert metrics["mean_iou"] == pytest.approx(expected["mean_iou"], abs=1e-6)
+    # (the padded copy counted in the loss's denominator read 21/22 of it)
+    assert metrics["loss"] == pytest.approx(expected["loss"], rel=1e-4)
