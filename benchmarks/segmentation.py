@@ -1,7 +1,8 @@
-"""Segmentation figures: TFLite size and LiteRT latency of the phone-sized heads, and predict throughput against
-keras-hub's DeepLabV3ImageSegmenter in one process.
+"""Segmentation figures: TFLite size and LiteRT latency of the phone-sized heads, predict throughput against
+keras-hub's DeepLabV3ImageSegmenter in one process, and the mean IoU each head and backbone learns.
 
-    python benchmarks/segmentation.py                    # both parts, 256x256
+    python benchmarks/segmentation.py                    # all parts (TFLite and keras-hub at 256x256)
+    python benchmarks/segmentation.py --only miou        # mean IoU per head and backbone on digits-on-photos
     python benchmarks/segmentation.py --smoke            # tiny settings (the test suite runs this)
 
 TFLite: U-Net and DeepLab v3 on MobileNet v1 (alpha 1.0) for raw RGB pixels, exported float32 and int8 (calibrated
@@ -12,10 +13,16 @@ keras-hub: its DeepLabV3ImageSegmenter as its published `deeplab_v3_plus_resnet5
 against kerasnets' deeplab_v3 on resnet50 (output stride 16, atrous) at the same input size and batch: img/s of
 each, interleaved, with each model's multiply-adds so the ratio can be read per operation too. keras-hub is not a
 dependency of kerasnets: `pip install keras-hub` first (without it the comparison is skipped, saying so).
+
+mIoU: `kerasnets train HEAD --backbone BACKBONE` with the defaults (as README's example, 64x64) on the test suite's
+digits-on-photos set, two classes (stroke vs photo) and eleven (photo and which digit), one row per pair.
 """
 
 import argparse
+import contextlib
 import importlib.util
+import io
+import json
 import os
 import statistics
 import sys
@@ -141,21 +148,66 @@ def compare_keras_hub(size, batch, repeats, classes=21):
     print(f"kerasnets / keras-hub img/s: {ours_speed / theirs_speed:.2f}")
 
 
+def miou_rows(heads, backbones, classes, train, test, size, epochs):
+    """Mean IoU of `kerasnets train HEAD --backbone BACKBONE` with the defaults on the digits-on-photos set of the
+    test suite (scikit-learn's digits pasted onto its two photos; `classes` 2: stroke vs photo, 11: which digit)."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+    from image_folders import write_digits_on_photos
+    from kerasnets import cli
+
+    print(f"\n{classes} classes, {train} training and {test} test images at {size}x{size}, {epochs} epoch(s), "
+          "the defaults (`kerasnets train HEAD --backbone BACKBONE`)\n")
+    print("| head | backbone | test mean IoU | photo IoU | mean IoU of the other classes | seconds |")
+    print("|---|---|---:|---:|---:|---:|")
+    with tempfile.TemporaryDirectory() as work:
+        root = write_digits_on_photos(os.path.join(work, "data"), classes=classes, train=train, test=test, size=size)
+        for head in heads:
+            for backbone in backbones:
+                output = os.path.join(work, f"{head}_{backbone}")
+                start = time.perf_counter()
+                log = io.StringIO()
+                with contextlib.redirect_stdout(log):  # the run's own lines would break the table
+                    status = cli.main(["train", head, "--backbone", backbone, "--data", root, "--image-size",
+                                       str(size), "--epochs", str(epochs), "--output", output, "--verbose", "0"])
+                seconds = time.perf_counter() - start
+                if status != 0:
+                    print(f"| {head} | {backbone} | failed (exit {status}): {log.getvalue().strip()[-300:]} | | | "
+                          f"{seconds:.0f} |")
+                    continue
+                metrics = json.load(open(os.path.join(output, "metrics.json")))
+                others = [iou for iou in metrics["iou_per_class"][1:] if iou is not None]
+                print(f"| {head} | {backbone} | {metrics['mean_iou']:.3f} | {metrics['iou_per_class'][0]:.3f} | "
+                      f"{statistics.mean(others) if others else float('nan'):.3f} | {seconds:.0f} |", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--backbone", default="mobilenet_v1_100", help="the TFLite heads' backbone")
-    parser.add_argument("--only", choices=("tflite", "keras-hub"), help="one part (default both)")
-    parser.add_argument("--smoke", action="store_true", help="64x64, the smallest MobileNet, 2 repeats")
+    parser.add_argument("--only", choices=("tflite", "keras-hub", "miou"), help="one part (default all)")
+    parser.add_argument("--heads", default="fcn8s,unet,deeplab_v3", help="mIoU part: the heads (comma-separated)")
+    parser.add_argument("--backbones", default="resnet18,mobilenet_v1_100", help="mIoU part: the backbones")
+    parser.add_argument("--classes", type=int, choices=(2, 11), action="append",
+                        help="mIoU part: 2 and/or 11 classes (default both)")
+    parser.add_argument("--train", type=int, default=400, help="mIoU part: training images (test: a quarter)")
+    parser.add_argument("--epochs", type=int, default=4, help="mIoU part")
+    parser.add_argument("--smoke", action="store_true", help="64x64, the smallest MobileNet, 2 repeats; the mIoU "
+                        "part: U-Net on it, 32x32, 16 images, 1 epoch")
     args = parser.parse_args()
+    heads, backbones, miou_size = args.heads.split(","), args.backbones.split(","), 64
     if args.smoke:
         args.size, args.batch, args.repeats, args.backbone = 64, 2, 2, "mobilenet_v1_025"
+        heads, backbones, miou_size, args.train, args.epochs = ["unet"], ["mobilenet_v1_025"], 32, 16, 1
+        args.classes = args.classes or [2]
     if args.only in (None, "tflite"):
         tflite_rows(args.size, args.repeats, args.backbone)
     if args.only in (None, "keras-hub"):
         compare_keras_hub(args.size, args.batch, args.repeats)
+    if args.only in (None, "miou"):
+        for classes in args.classes or (2, 11):
+            miou_rows(heads, backbones, classes, args.train, max(1, args.train // 4), miou_size, args.epochs)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 BENCHMARKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks")
 
 
@@ -37,7 +39,8 @@ def test_onednn_benchmark_smoke_mode():
 
 
 def test_segmentation_benchmark_smoke_mode():
-    """The TFLite rows of the phone-sized heads: sizes that shrink with int8, latencies, pixel agreement."""
+    """The TFLite rows of the phone-sized heads (sizes that shrink with int8, latencies, pixel agreement) and a mean
+    IoU row."""
     process = subprocess.run([sys.executable, os.path.join(BENCHMARKS, "segmentation.py"), "--smoke"],
                              capture_output=True, text=True, timeout=600)
     assert process.returncode == 0, process.stderr[-3000:]
@@ -48,3 +51,8 @@ def test_segmentation_benchmark_smoke_mode():
         keras_ms, f32_mb, i8_mb, size_ratio, f32_ms, i8_ms, _, agreement = map(float, row[1:])
         assert 0 < i8_mb < f32_mb and abs(size_ratio - i8_mb / f32_mb) < 0.01
         assert keras_ms > 0 and f32_ms > 0 and i8_ms > 0 and 0 <= agreement <= 1
+    # the mIoU part: one training run with the defaults, scored as metrics.json scores it
+    trained = [row for row in rows if row[1].strip() == "mobilenet_v1_025"]
+    assert len(trained) == 1 and trained[0][0].strip() == "unet", process.stdout[-2000:]
+    mean_iou, photo, strokes, seconds = map(float, trained[0][2:])
+    assert mean_iou == pytest.approx((photo + strokes) / 2, abs=1e-3) and 0 <= strokes <= 1 and seconds > 0
