@@ -56,15 +56,28 @@ def _batch_spec(model):
     return tf.TensorSpec((None,) + tuple(model.inputs[0].shape[1:]), model.inputs[0].dtype)
 
 
-def _forward(model):
+def _forward(model, image_shape):
+    """The compiled forward pass for images of `image_shape` (height, width, channels).
+
+    A model left open to any size gets one trace per image size, as Keras' own
+    `predict` does: some layers (bilinear `UpSampling2D`) cannot run on a grid
+    whose size is unknown when traced.
+    """
     import tensorflow as tf
 
     jit = bool(model.compiled and model.jit_compile)
-    if getattr(model, "_kerasnets_forward_jit", None) != jit:
-        model._kerasnets_forward = tf.function(lambda images: model(images, training=False),
-                                               input_signature=[_batch_spec(model)], jit_compile=jit)
-        model._kerasnets_forward_jit = jit
-    return model._kerasnets_forward
+    spec = _batch_spec(model)
+    if not spec.shape[1:].is_fully_defined():
+        spec = tf.TensorSpec((None,) + tuple(image_shape), spec.dtype)
+    key = (jit, tuple(spec.shape[1:]))
+    forwards = model.__dict__.get("_kerasnets_forwards")
+    if forwards is None:  # (a plain dict, out of Keras' attribute tracking)
+        forwards = {}
+        object.__setattr__(model, "_kerasnets_forwards", forwards)
+    if key not in forwards:
+        forwards[key] = tf.function(lambda images: model(images, training=False), input_signature=[spec],
+                                    jit_compile=jit, autograph=False)
+    return forwards[key]
 
 
 def _fast_predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
@@ -84,7 +97,7 @@ def _fast_predict(self, x, batch_size=None, verbose="auto", steps=None, callback
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     x = tf.cast(x, spec.dtype) if isinstance(x, tf.Tensor) else np.asarray(x, spec.dtype.as_numpy_dtype)
-    forward = _forward(self)
+    forward = _forward(self, x.shape[1:])
     total = -(-len(x) // batch_size)
     progress = keras.utils.Progbar(total, verbose=1 if verbose == "auto" else verbose) if verbose else None
     outputs = []

@@ -188,7 +188,7 @@ def test_fast_predict_equals_keras_predict():
     # One trace serves every batch size; inputs are cast to the model's dtype, as Keras' own path does.
     np.testing.assert_allclose(model.predict(images.astype("float64"), batch_size=5, verbose=0)[0], slow[0],
                                rtol=1e-6, atol=1e-7)
-    assert model_lib._forward(model).experimental_get_tracing_count() == 1  # batches of 3, 1, 5 and 2
+    assert model_lib._forward(model, images.shape[1:]).experimental_get_tracing_count() == 1  # batches of 3, 1, 5, 2
     with pytest.raises(ValueError, match=r"x has shape \(7, 99, 99, 3\).*\(None, 107, 107, 3\)"):
         model.predict(np.zeros((7, 99, 99, 3), "float32"))
     with pytest.raises(ValueError, match="x holds no images"):

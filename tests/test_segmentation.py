@@ -53,11 +53,30 @@ def test_any_input_size_when_it_is_left_open():
     assert model.output.shape == (None, None, None, 3)
     probe = keras.Model(model.input, [model.get_layer("aspp.ImagePooling.Broadcast").output,
                                       model.get_layer("aspp.ImagePooling.Conv2d_1x1.Relu").output])
+    assert [model.get_layer(f"aspp.Branch_{i}.Conv2d_3x3_rate{rate}").dilation_rate[0]
+            for i, rate in ((1, 6), (2, 12), (3, 18))] == [6, 12, 18]
     for shape in ((64, 96, 3), (128, 64, 3)):
-        assert model(_images(shape), training=False).shape == (2,) + shape[:2] + (3,)
+        scores = model(_images(shape), training=False)
+        assert scores.shape == (2,) + shape[:2] + (3,)
+        np.testing.assert_allclose(model.predict(_images(shape), verbose=0), scores, atol=1e-5)  # kerasnets' predict
         grid, pooled = (np.asarray(t) for t in probe(_images(shape), training=False))
         assert grid.shape[1:3] == (shape[0] // 16, shape[1] // 16) and pooled.shape[1:3] == (1, 1)
         np.testing.assert_array_equal(grid, np.broadcast_to(pooled, grid.shape))  # image pooling, spread over the grid
+
+
+def test_rates_past_a_small_fixed_grid_run_at_its_side_with_the_same_output():
+    """At 64x64 (a 4x4 grid at output stride 16) every ASPP rate reaches past the grid, so only the centre tap reads
+    the features: the rates run at 4, sparing TensorFlow's space-to-batch over a grid padded to 18 (20x the work), and
+    the scores equal those of the same weights at the paper's rates (the model left open to any size)."""
+    fixed = segmentation.deeplab_v3("resnet18", classes=5, input_shape=(64, 64, 3))
+    open_size = segmentation.deeplab_v3("resnet18", classes=5, input_shape=(None, None, 3))
+    open_size.set_weights(fixed.get_weights())
+    rates = ((1, 6), (2, 12), (3, 18))
+    assert [fixed.get_layer(f"aspp.Branch_{i}.Conv2d_3x3_rate{r}").dilation_rate for i, r in rates] == [(4, 4)] * 3
+    assert [open_size.get_layer(f"aspp.Branch_{i}.Conv2d_3x3_rate{r}").dilation_rate for i, r in rates] == [
+        (6, 6), (12, 12), (18, 18)]
+    images = _images((64, 64, 3))
+    np.testing.assert_allclose(fixed(images, training=False), open_size(images, training=False), atol=2e-6)
 
 
 def test_deeplab_runs_the_backbone_atrous_where_it_can():
@@ -66,7 +85,8 @@ def test_deeplab_runs_the_backbone_atrous_where_it_can():
     model = segmentation.deeplab_v3("mobilenet_v1_025", output_stride=8, classes=3, input_shape=SHAPE)
     assert model.get_layer("Conv2d_6_depthwise.Conv2D").strides == (1, 1)
     assert model.get_layer("Conv2d_13_depthwise.Conv2D").dilation_rate == (4, 4)
-    assert model.get_layer("aspp.Branch_3.Conv2d_3x3_rate36").dilation_rate == (36, 36)
+    # (36 reaches past the 8x12 grid of a 64x96 input: it runs at the grid's side, the same output; see below)
+    assert model.get_layer("aspp.Branch_3.Conv2d_3x3_rate36").dilation_rate == (12, 12)
     model = segmentation.deeplab_v3("resnet50", classes=3, input_shape=SHAPE)
     assert model.get_layer("block4.unit_1.bottleneck_v1.conv1").strides == (1, 1)
     # keras.applications' v1 unit strides in its first 1x1, so its 3x3 comes after the removed stride and dilates
