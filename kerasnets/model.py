@@ -9,7 +9,8 @@ steady 17). For arrays and tensors, kerasnets' `predict` slices the
 batches itself and calls one compiled forward pass per batch (honouring
 `compile(jit_compile=...)`), with the usual progress bar. That pass is traced
 once for every batch size, so a short last batch costs no second trace (Keras'
-own path traces again for it). Datasets, generators, callbacks, `steps`,
+own path traces again for it); a model open to any image size is traced once
+per size, as Keras' own path is. Datasets, generators, callbacks, `steps`,
 distribution strategies and other backends take Keras' own path, as does
 every instance with `model.fast_predict = False`.
 `compile`, `fit` and `evaluate` are Keras' own, unchanged. The method is the
