@@ -21,7 +21,7 @@ a few hundred numbers per layer once an epoch is cheaper than synchronised
 batch norm, which adds an all-reduce to every batch-norm layer of every step.
 Evaluation then runs on each worker over the whole evaluation set, every image
 once: identical weights give identical metrics on every worker, equal to a
-single-process `model.evaluate` of the saved model.
+single-process `model.evaluate` of the saved model (the loss: see `evaluate`).
 """
 
 import keras

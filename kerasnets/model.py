@@ -10,9 +10,10 @@ batches itself and calls one compiled forward pass per batch (honouring
 `compile(jit_compile=...)`), with the usual progress bar. That pass is traced
 once for every batch size, so a short last batch costs no second trace (Keras'
 own path traces again for it); a model open to any image size is traced once
-per size, as Keras' own path is. Datasets, generators, callbacks, `steps`,
-distribution strategies and other backends take Keras' own path, as does
-every instance with `model.fast_predict = False`.
+per image size (a bilinear `UpSampling2D` cannot run on a grid of unknown
+size). Datasets, generators, callbacks, `steps`, distribution strategies and
+other backends take Keras' own path, as does every instance with
+`model.fast_predict = False`.
 `compile`, `fit` and `evaluate` are Keras' own, unchanged. The method is the
 instance's own (`with_fast_predict`), so the model's class is Keras'
 `Functional` and whatever the user saves opens where kerasnets is not installed.
@@ -60,9 +61,9 @@ def _batch_spec(model):
 def _forward(model, image_shape):
     """The compiled forward pass for images of `image_shape` (height, width, channels).
 
-    A model left open to any size gets one trace per image size, as Keras' own
-    `predict` does: some layers (bilinear `UpSampling2D`) cannot run on a grid
-    whose size is unknown when traced.
+    A model left open to any size gets one trace per image size: some layers
+    (bilinear `UpSampling2D`) cannot run on a grid whose size is unknown when
+    traced.
     """
     import tensorflow as tf
 

@@ -319,7 +319,7 @@ def _atrous_rate(rate, grid):
 
     Where the rate is at least the grid's larger side, every tap but the centre
     reads the zero padding, and any such rate gives the same output: the
-    smallest (the grid's side) is used, because TensorFlow runs a dilated
+    smallest (the grid's larger side) is used, because TensorFlow runs a dilated
     convolution by space-to-batch over a grid padded to a multiple of the
     rate, about (rate / side)^2 times the work (20x for rate 18 on the 4x4
     grid of a 64x64 input at output stride 16). The weights are the same

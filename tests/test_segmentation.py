@@ -85,7 +85,8 @@ def test_deeplab_runs_the_backbone_atrous_where_it_can():
     model = segmentation.deeplab_v3("mobilenet_v1_025", output_stride=8, classes=3, input_shape=SHAPE)
     assert model.get_layer("Conv2d_6_depthwise.Conv2D").strides == (1, 1)
     assert model.get_layer("Conv2d_13_depthwise.Conv2D").dilation_rate == (4, 4)
-    # (36 reaches past the 8x12 grid of a 64x96 input: it runs at the grid's side, the same output; see below)
+    # (36 reaches past the 8x12 grid of a 64x96 input: it runs at the grid's larger side, the same output; see
+    # test_rates_past_a_small_fixed_grid_run_at_its_side_with_the_same_output)
     assert model.get_layer("aspp.Branch_3.Conv2d_3x3_rate36").dilation_rate == (12, 12)
     model = segmentation.deeplab_v3("resnet50", classes=3, input_shape=SHAPE)
     assert model.get_layer("block4.unit_1.bottleneck_v1.conv1").strides == (1, 1)
