@@ -278,7 +278,7 @@ def deeplab_v3(backbone="resnet50", output_stride=16, classes=21, backbone_weigh
     MobileNet v1, Inception-ResNet v2) is built with it, so its later layers
     run atrous; on others the head taps the deepest endpoint at that
     reduction. On a grid smaller than a rate (a small input of fixed size),
-    the convolution runs at the grid's side: the same output, see
+    the convolution runs at the grid's larger side: the same output, see
     `_atrous_rate`.
 
     Args: as `fcn`, plus `output_stride` (16 or 8) and `dropout_rate` (before
