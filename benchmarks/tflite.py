@@ -2,7 +2,8 @@
 
 For each model: export float32, float16, dynamic-range and int8 TFLite files
 (int8 calibrated on a synthetic image folder), then time single-image
-inference with LiteRT (2 threads), with MediaPipe Tasks' ImageClassifier (as a
+inference with LiteRT (2 threads; `invoke` alone, the formats in turn round after
+round, as ratios to float32), with MediaPipe Tasks' ImageClassifier (as a
 phone app runs the file, reading its metadata) and Keras `predict` on the same image.
 
     python benchmarks/tflite.py --models inception_v3 xception resnet50 nin
@@ -43,13 +44,28 @@ def quiet_export(model, **kwargs):
 
 
 def median_ms(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+    return interleaved_ms({None: fn}, repeats)[None]
+
+
+def interleaved_ms(fns, repeats):
+    """{name: median milliseconds of fn()}, the fns timed in turn, round after round, so that a VM's drift in speed
+    falls on all of them alike and their ratios hold."""
+    for fn in fns.values():
         fn()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: 1000 * statistics.median(t) for name, t in times.items()}
+
+
+def invoke_only(runner, image):
+    """LiteRT's `invoke` on `image` set as the input once, as LiteRT's benchmark_model times a model (the
+    (de)quantization of TFLiteRunner's NumPy side is left out)."""
+    runner(image)
+    return runner.interpreter.invoke
 
 
 def main():
@@ -72,7 +88,7 @@ def main():
             image = export.sample_images(model, folder)[0][:1]
             keras_ms = median_ms(lambda: model.predict(image, verbose=0), args.repeats)
             print(f"{name:<14} {'keras':<10} {'':>8} {'':>6} {keras_ms:>8.1f}", flush=True)
-            base_size = base_ms = None
+            exports = {}
             for quantize in ["none"] + [q for q in args.quantize if q != "none"]:
                 path = os.path.join(tmp, f"{name}_{quantize}.tflite")
                 # Random weights make near-uniform predictions, so the figures are reported, not enforced.
@@ -81,15 +97,17 @@ def main():
                 runner = export.TFLiteRunner(path, threads=2)
                 images = export.sample_images(model, folder)[0]
                 figures, _ = export.compare(model.predict(images, verbose=0), runner(images), "tflite", quantize)
-                ms = median_ms(lambda: runner(image), args.repeats)
+                exports[quantize] = (path, card["size_bytes"] / 1e6, runner, figures["top1_agreement"])
+            latency = interleaved_ms({q: invoke_only(runner, image) for q, (_, _, runner, _) in exports.items()},
+                                     args.repeats)
+            base_size, base_ms = exports["none"][1], latency["none"]
+            for quantize, (path, mb, runner, agreement) in exports.items():
                 with export.MediaPipeClassifier(path) as classifier:
                     mediapipe_ms = median_ms(lambda: classifier(image), args.repeats)
-                mb = card["size_bytes"] / 1e6
-                base_size, base_ms = (mb, ms) if quantize == "none" else (base_size, base_ms)
+                ms = latency[quantize]
                 label = "float32" if quantize == "none" else quantize
-                print(f"{name:<14} {label:<10} {mb:>8.2f} {mb / base_size:>6.2f} {ms:>8.1f} {ms / base_ms:>6.2f} "
-                      f"{figures['top1_agreement']:>11.3f} {mediapipe_ms:>12.1f} {mediapipe_ms / ms:>8.2f}", flush=True)
-
+                print(f"{name:<14} {label:<10} {mb:>8.2f} {mb / base_size:>6.2f} {ms:>8.2f} {ms / base_ms:>6.2f} "
+                      f"{agreement:>11.3f} {mediapipe_ms:>12.1f} {mediapipe_ms / ms:>8.2f}", flush=True)
 
 if __name__ == "__main__":
     main()

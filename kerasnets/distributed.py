@@ -92,7 +92,24 @@ class BatchNormPool:
         return len(self.norms)
 
 
-def evaluate(model, eval_ds, loss, metrics, forward=None):
+def scoring_step(model, loss):
+    """A tf.function: (images, labels) -> (the model's outputs, the loss per image, or per pixel for masks).
+
+    The loss is computed in the same graph as the forward pass, so a softmax
+    output's cross-entropy comes from its logits, as in Keras' compiled
+    `evaluate` (from probabilities, Keras clips them at 1e-7: an image the
+    model gets confidently wrong would count ln(1e7) = 16.1 at most).
+    """
+    per_image = loss.__class__(**{**loss.get_config(), "reduction": None})
+
+    def step(images, labels):
+        outputs = model(images, training=False)
+        return outputs, per_image(labels, outputs)
+
+    return tf.function(step)
+
+
+def evaluate(model, eval_ds, loss, metrics, step=None):
     """Loss and metrics over every image of `eval_ds` once, on this worker alone: {name: value}.
 
     `loss`/`metrics`: new Keras objects like the compiled ones. The loss is
@@ -100,21 +117,18 @@ def evaluate(model, eval_ds, loss, metrics, forward=None):
     but those of the loss's `ignore_class`. (`model.evaluate` averages each
     batch's mean weighted by its image count: the same for classification,
     and for masks only where every batch has as many ignored pixels per
-    image.) `forward`: the model's inference pass as a tf.function, to reuse
-    one across calls.
+    image.) `step`: `scoring_step(model, loss)`, to reuse one trace across calls.
     """
-    forward = forward or tf.function(lambda images: model(images, training=False))
-    config = loss.get_config()
-    per_image = loss.__class__(**{**config, "reduction": None})
-    ignore = config.get("ignore_class")
+    step = step or scoring_step(model, loss)
+    ignore = loss.get_config().get("ignore_class")
     mean_loss = keras.metrics.Mean(name="loss")
     for images, labels in eval_ds:
-        probabilities = forward(images)
+        outputs, losses = step(images, labels)
         # (unreduced, an ignored pixel's loss is a 0 that must not count)
         counted = None if ignore is None else tf.cast(tf.not_equal(tf.cast(labels, tf.int32), ignore), tf.float32)
-        mean_loss.update_state(per_image(labels, probabilities), sample_weight=counted)
+        mean_loss.update_state(losses, sample_weight=counted)
         for metric in metrics:
-            metric.update_state(labels, probabilities)
+            metric.update_state(labels, outputs)
     return {m.name: float(np.asarray(m.result())) for m in [mean_loss, *metrics]}
 
 
@@ -153,7 +167,7 @@ def fit(model, strategy, train_ds, epochs, eval_ds, callbacks, verbose, train_co
                          "worker restores the chief's backup/, so all of them must see the chief's --output "
                          "(a shared disk)")
     pool_batch_norms = BatchNormPool(model, strategy)
-    forward = tf.function(lambda images: model(images, training=False))
+    step = scoring_step(model, make_metrics()[0])
     epoch_logs = {}
     for epoch in range(start, epochs):
         model.reset_metrics()
@@ -164,7 +178,7 @@ def fit(model, strategy, train_ds, epochs, eval_ds, callbacks, verbose, train_co
             callback_list.on_train_batch_end(step, logs)
         epoch_logs = dict(logs)
         pool_batch_norms()
-        epoch_logs.update({f"val_{k}": v for k, v in evaluate(model, eval_ds, *make_metrics(), forward).items()})
+        epoch_logs.update({f"val_{k}": v for k, v in evaluate(model, eval_ds, *make_metrics(), step).items()})
         callback_list.on_epoch_end(epoch, epoch_logs)
         if model.stop_training:
             break

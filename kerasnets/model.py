@@ -10,8 +10,8 @@ batches itself and calls one compiled forward pass per batch (honouring
 `compile(jit_compile=...)`), with the usual progress bar. That pass is traced
 once for every batch size, so a short last batch costs no second trace (Keras'
 own path traces again for it); a model open to any image size is traced once
-per image size (a bilinear `UpSampling2D` cannot run on a grid of unknown
-size). Datasets, generators, callbacks, `steps`, distribution strategies and
+for every size too, or once per image size where it cannot be traced so (a
+bilinear `UpSampling2D` cannot run on a grid of unknown size). Datasets, generators, callbacks, `steps`, distribution strategies and
 other backends take Keras' own path, as does every instance with
 `model.fast_predict = False`.
 `compile`, `fit` and `evaluate` are Keras' own, unchanged. The method is the
@@ -61,24 +61,37 @@ def _batch_spec(model):
 def _forward(model, image_shape):
     """The compiled forward pass for images of `image_shape` (height, width, channels).
 
-    A model left open to any size gets one trace per image size: some layers
-    (bilinear `UpSampling2D`) cannot run on a grid whose size is unknown when
-    traced.
+    One trace serves every batch size, and for a model left open to any size
+    every image size, where the model can be traced so; where it cannot
+    (bilinear `UpSampling2D` needs its grid's size when traced), one trace
+    per image size.
     """
     import tensorflow as tf
 
     jit = bool(model.compiled and model.jit_compile)
-    spec = _batch_spec(model)
-    if not spec.shape[1:].is_fully_defined():
-        spec = tf.TensorSpec((None,) + tuple(image_shape), spec.dtype)
-    key = (jit, tuple(spec.shape[1:]))
     forwards = model.__dict__.get("_kerasnets_forwards")
     if forwards is None:  # (a plain dict, out of Keras' attribute tracking)
         forwards = {}
         object.__setattr__(model, "_kerasnets_forwards", forwards)
+
+    def traced(spec):
+        return tf.function(lambda images: model(images, training=False), input_signature=[spec],
+                           jit_compile=jit, autograph=False)
+
+    spec = _batch_spec(model)
+    if (jit, None) not in forwards:
+        forward = traced(spec)
+        if not spec.shape[1:].is_fully_defined():
+            try:
+                forward.get_concrete_function()
+            except (TypeError, ValueError):  # e.g. "Using a symbolic tf.Tensor as a Python bool"
+                forward = None
+        forwards[(jit, None)] = forward
+    if forwards[(jit, None)] is not None:
+        return forwards[(jit, None)]
+    key = (jit, tuple(image_shape))
     if key not in forwards:
-        forwards[key] = tf.function(lambda images: model(images, training=False), input_signature=[spec],
-                                    jit_compile=jit, autograph=False)
+        forwards[key] = traced(tf.TensorSpec((None,) + tuple(image_shape), spec.dtype))
     return forwards[key]
 
 

@@ -278,3 +278,18 @@ def test_export_refuses_labels_that_do_not_name_every_class(tmp_path):
     with pytest.raises(ValueError, match="MODEL 'run' predicts 3 classes but its labels name 2"):
         export.export(str(run / "model.keras"), output=str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
+
+
+def test_a_model_open_to_any_size_predicts_every_size_from_one_trace():
+    import numpy as np
+
+    from kerasnets import model as model_lib
+
+    model = kerasnets.nin(input_shape=(None, None, 3), classes=4)
+    rng = np.random.default_rng(0)
+    for side in (16, 24, 40):
+        images = rng.uniform(-1, 1, (3, side, side + 8, 3)).astype("float32")
+        np.testing.assert_allclose(model.predict(images, verbose=0), model(images, training=False), rtol=1e-5,
+                                   atol=1e-6)
+    assert list(model._kerasnets_forwards) == [(False, None)]
+    assert model_lib._forward(model, (16, 24, 3)).experimental_get_tracing_count() == 1

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kerasnets import data, training
+from kerasnets import data, distributed, training
 from children import free_ports, run_python, wait_for_backup
 from segmentation_reference import pixel_scores
 
@@ -174,3 +174,23 @@ def test_two_local_workers_train_a_segmentation_head_with_exact_metrics(tmp_path
     assert metrics["mean_iou"] == pytest.approx(np.mean(metrics["iou_per_class"]), abs=1e-6)
     # the mean over the pixels counted (not over each image's or batch's mean: the bands differ in width)
     assert metrics["loss"] == pytest.approx(expected["loss"], rel=1e-4)
+
+
+def test_scoring_takes_the_cross_entropy_from_the_logits_as_keras_evaluate_does():
+    """An image the model gets confidently wrong (p = e^-60 for its class) counts its full loss: Keras' compiled
+    `evaluate` takes a softmax output's logits, where probabilities would be clipped at 1e-7 (16.1)."""
+    inputs = keras.Input((2,))
+    logits = keras.layers.Dense(2, kernel_initializer="identity", bias_initializer="zeros")(inputs)
+    model = keras.Model(inputs, keras.layers.Activation("softmax")(logits))
+    images = np.array([[60.0, 0.0], [0.0, 3.0], [1.0, 0.0]], "float32")
+    labels = tf.one_hot([1, 1, 0], 2)
+    eval_ds = tf.data.Dataset.from_tensor_slices((images, labels)).batch(2)
+    expected = np.mean([60.0 + np.log1p(np.exp(-60.0)), np.log1p(np.exp(-3.0)), np.log1p(np.exp(-1.0))])
+
+    model.compile(loss=keras.losses.CategoricalCrossentropy(), metrics=[keras.metrics.CategoricalAccuracy()])
+    keras_loss = model.evaluate(eval_ds, verbose=0, return_dict=True)["loss"]
+    ours = distributed.evaluate(model, eval_ds, keras.losses.CategoricalCrossentropy(),
+                                [keras.metrics.CategoricalAccuracy(name="accuracy")])
+    assert keras_loss == pytest.approx(expected, rel=1e-5)
+    assert ours["loss"] == pytest.approx(expected, rel=1e-5)
+    assert ours["accuracy"] == pytest.approx(2 / 3)
