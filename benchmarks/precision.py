@@ -2,8 +2,9 @@
 
 * train img/s, float32 vs `mixed_bfloat16` (resnet18 and inception_v3 at 96x96 by default): the model's own
   compiled `train_step` on one synthetic batch held in memory, so the input pipeline is not measured;
-* predict img/s at batch 16, kerasnets float32, kerasnets bfloat16 (`kerasnets.with_precision`) and
-  keras.applications float32 (inception_v3, resnet50, xception), medians of interleaved repeats;
+* predict img/s at batch 16, kerasnets float32, kerasnets bfloat16 (`kerasnets.with_precision`: batch norms
+  folded into the convolutions) and keras.applications float32 (inception_v3, resnet50, xception, ...), medians
+  of interleaved repeats, and the bfloat16 copy with its batch norms kept, to show what folding gives;
 * top-1 agreement of the bfloat16 copy with the float32 model on the digits test split, for a resnet18
   trained on scikit-learn's digits with the defaults (`--skip-digits` leaves it out).
 
@@ -85,11 +86,11 @@ def digits_agreement(tmp):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--train-models", nargs="+", default=["resnet18", "inception_v3"])
+    parser.add_argument("--train-models", nargs="*", default=["resnet18", "inception_v3"])
     parser.add_argument("--train-size", type=int, default=96)
     parser.add_argument("--train-batch", type=int, default=32)
     parser.add_argument("--train-steps", type=int, default=10)
-    parser.add_argument("--predict-models", nargs="+", default=list(KERAS_APPLICATIONS))
+    parser.add_argument("--predict-models", nargs="*", default=list(KERAS_APPLICATIONS))
     parser.add_argument("--predict-batch", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip-digits", action="store_true")
@@ -99,26 +100,29 @@ def main():
     print(f"CPU flags: {', '.join(flags) or 'none of avx512f/avx512_bf16/amx'}; auto precision: "
           f"{precision.resolve('auto')}; TensorFlow {tf.__version__}, Keras {keras.__version__}, "
           f"{os.cpu_count()} cores\n")
-    print("| model | measure | float32 | bfloat16 | keras.applications float32 | bf16 / f32 | bf16 / keras |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print("| model | measure | float32 | bfloat16 | keras.applications float32 | bf16 / f32 | bf16 / keras | "
+          "bfloat16, batch norms kept |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for name in args.train_models:
         rates = {policy: train_images_per_second(name, args.train_size, args.train_batch, policy, args.train_steps)
                  for policy in ("float32", "mixed_bfloat16")}
         print(f"| {name} | train img/s, {args.train_size}x{args.train_size}, batch {args.train_batch} | "
               f"{rates['float32']:.1f} | {rates['mixed_bfloat16']:.1f} | | "
-              f"{rates['mixed_bfloat16'] / rates['float32']:.2f} | |", flush=True)
+              f"{rates['mixed_bfloat16'] / rates['float32']:.2f} | | |", flush=True)
     for name in args.predict_models:
         size = kerasnets.get_config(name).default_size
         with tempfile.TemporaryDirectory() as tmp:
             ours, theirs = build_pair(name, tmp)  # the same random weights, through the published layout
-        models = {"float32": ours, "bfloat16": kerasnets.with_precision(ours, "bfloat16"), "keras": theirs}
+        models = {"float32": ours, "bfloat16": kerasnets.with_precision(ours, "bfloat16"), "keras": theirs,
+                  "unfolded": kerasnets.with_precision(ours, "bfloat16", fold_batch_norms=False)}
         images = np.random.default_rng(0).uniform(-1, 1, (args.predict_batch, size, size, 3)).astype("float32")
         rates = predict_images_per_second(models, images, args.repeats)
         agree = np.mean(models["float32"].predict(images, verbose=0).argmax(1) ==
                         models["bfloat16"].predict(images, verbose=0).argmax(1))
         print(f"| {name} | predict img/s, batch {args.predict_batch} (random weights; top-1 agreement {agree:.2f}) | "
               f"{rates['float32']:.2f} | {rates['bfloat16']:.2f} | {rates['keras']:.2f} | "
-              f"{rates['bfloat16'] / rates['float32']:.2f} | {rates['bfloat16'] / rates['keras']:.2f} |", flush=True)
+              f"{rates['bfloat16'] / rates['float32']:.2f} | {rates['bfloat16'] / rates['keras']:.2f} | "
+              f"{rates['unfolded']:.2f} |", flush=True)
     if not args.skip_digits:
         with tempfile.TemporaryDirectory() as tmp:
             accuracy, agreement, count = digits_agreement(tmp)

@@ -77,28 +77,99 @@ def onednn_hint():
             "TensorFlow loads")
 
 
-def with_precision(model, mode="bfloat16"):
-    """A copy of `model` that computes in `mode` ("bfloat16", "float16", "off" or "auto"), same weights.
+def with_precision(model, mode="bfloat16", fold_batch_norms=None):
+    """A copy of `model` that computes in `mode` ("bfloat16", "float16", "off" or "auto"), for inference.
 
-    For inference: a float32 model (e.g. a training run's `model.keras`) runs
-    1.5-2.1x as fast under bfloat16 on a CPU with AVX512_BF16 (resnet50,
-    xception, inception_v3 at batch 16; benchmarks/BENCHMARKS.md). The output
-    layers compute in float32, so outputs stay float32. The copy holds its own
-    variables (float32), equal to the original's.
+    The output layers compute in float32, so outputs stay float32; variables
+    are float32. `fold_batch_norms` (default: when the copy computes in
+    bfloat16 or float16) folds each batch norm into the convolution before it
+    (Jacob et al. 2018, as TFLite's converter does): the convolution's kernel
+    is scaled by gamma / sqrt(variance + epsilon) and gains the bias beta -
+    mean * that scale; the batch norm becomes an `Identity` layer of the same
+    name, so layer names and endpoints stay. Without folding, the copy holds
+    the original's weights, equal. Folding matters for bfloat16 on the CPU,
+    where TensorFlow's element-wise kernels (the batch norm's multiply-add)
+    run far below oneDNN's convolutions: on a CPU with AVX512_BF16 a float32
+    model (e.g. a training run's `model.keras`) then predicts 1.6-2x as fast
+    (benchmarks/BENCHMARKS.md). A folded copy is for inference: it has no
+    batch norms left to train.
     """
     import keras
 
     policy = resolve(mode)
+    if fold_batch_norms is None:
+        fold_batch_norms = policy != "float32"
     output_layers = set(model.output_names)
+    folds = foldable_batch_norms(model) if fold_batch_norms else {}
+    folded_convolutions = {conv: norm for norm, conv in folds.items()}
 
     def clone(layer):
+        if layer.name in folds:
+            return keras.layers.Identity(name=layer.name, dtype=policy)
         config = layer.get_config()
+        if layer.name in folded_convolutions:
+            config["use_bias"] = True
         if not isinstance(layer, keras.layers.InputLayer):
             config["dtype"] = "float32" if layer.name in output_layers else policy
         return layer.__class__.from_config(config)
 
     from kerasnets.model import with_fast_predict
 
-    copy = keras.models.clone_model(model, clone_function=clone)
-    copy.set_weights(model.get_weights())
+    def call(layer, inputs, *args, **kwargs):  # (an Identity takes no `training` or `mask`)
+        return layer(inputs) if layer.name in folds else layer(inputs, *args, **kwargs)
+
+    copy = keras.models.clone_model(model, clone_function=clone, call_function=call)
+    for layer in model.layers:
+        if layer.name in folded_convolutions:
+            copy.get_layer(layer.name).set_weights(
+                _folded_weights(layer, model.get_layer(folded_convolutions[layer.name])))
+        elif layer.name not in folds and layer.weights:
+            copy.get_layer(layer.name).set_weights(layer.get_weights())
     return with_fast_predict(copy) if type(copy).__name__ == "Functional" else copy
+
+
+FOLDABLE = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D")
+
+
+def foldable_batch_norms(model):
+    """{batch norm's name: convolution's name} for every batch norm over the channels that alone reads a
+    convolution's output (linear: no activation of its own, called once)."""
+    import keras
+
+    consumers = {}
+    for layer in model.layers:
+        for node in layer._inbound_nodes:
+            for tensor in node.input_tensors:
+                source = tensor._keras_history.operation
+                consumers.setdefault(source.name, set()).add(layer.name)
+    folds = {}
+    for layer in model.layers:
+        if not isinstance(layer, keras.layers.BatchNormalization) or len(layer._inbound_nodes) != 1:
+            continue
+        inputs = layer._inbound_nodes[0].input_tensors
+        if len(inputs) != 1 or list(layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]) not in (
+                [-1], [len(inputs[0].shape) - 1]):
+            continue
+        source = inputs[0]._keras_history.operation
+        if (type(source).__name__ in FOLDABLE and len(source._inbound_nodes) == 1
+                and source.get_config().get("activation") == "linear" and consumers[source.name] == {layer.name}):
+            folds[layer.name] = source.name
+    return folds
+
+
+def _folded_weights(convolution, norm):
+    """The convolution's weights with the batch norm `norm` folded in: [kernel(s)..., bias]."""
+    import numpy as np
+
+    mean, variance = (np.asarray(v, "float64") for v in (norm.moving_mean, norm.moving_variance))
+    gamma = np.asarray(norm.gamma, "float64") if norm.scale else 1.0
+    beta = np.asarray(norm.beta, "float64") if norm.center else 0.0
+    scale = gamma / np.sqrt(variance + norm.epsilon)
+    weights = [np.asarray(w, "float64") for w in convolution.get_weights()]
+    bias = weights.pop() if convolution.use_bias else np.zeros_like(mean)
+    kernel = weights[-1]  # Conv2D's kernel; SeparableConv2D's pointwise kernel (output channels last)
+    if type(convolution).__name__ == "DepthwiseConv2D":  # output channel = input channel * multiplier + m
+        weights[-1] = kernel * scale.reshape(kernel.shape[2:])
+    else:
+        weights[-1] = kernel * scale
+    return [w.astype("float32") for w in weights] + [((bias - mean) * scale + beta).astype("float32")]

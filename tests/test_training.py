@@ -296,6 +296,53 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
         precision.resolve("fp8")
 
 
+def _with_batch_norm_statistics(model, seed=0):
+    """`model` with random batch-norm statistics and parameters, so that folding them in changes the kernels."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.set_weights([rng.uniform(0.5, 1.5, w.shape).astype("float32") for w in layer.get_weights()])
+    return model
+
+
+@pytest.mark.parametrize("name, kwargs", [
+    ("resnet18", {}),  # Conv2D
+    ("mobilenet_v1_025", {"depth_multiplier": 2}),  # DepthwiseConv2D with two outputs per input channel
+    ("inception_v2", {"depth_multiplier": 0.25}),  # the stem's SeparableConv2D (depthwise multiplier 8)
+    ("shufflenet_v2_x0_5", {}),  # grouped branches, channel shuffle
+])
+def test_batch_norms_fold_into_their_convolutions_with_the_same_outputs(name, kwargs):
+    model = _with_batch_norm_statistics(kerasnets.create_model(name, input_shape=(64, 64, 3), **kwargs))
+    folded = precision.with_precision(model, "off", fold_batch_norms=True)
+    norms = [layer.name for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert norms and [layer.name for layer in folded.layers] == [layer.name for layer in model.layers]
+    assert all(type(folded.get_layer(name)).__name__ == "Identity" for name in norms)
+    images = np.random.default_rng(1).uniform(-1, 1, (4, 64, 64, 3)).astype("float32")
+    expected = model.predict(images, verbose=0)
+    np.testing.assert_allclose(folded.predict(images, verbose=0), expected, rtol=1e-4, atol=1e-6)
+    unfolded = precision.with_precision(model, "off")  # float32: nothing folded by default, the same weights
+    for original, copy in zip(model.weights, unfolded.weights):
+        np.testing.assert_array_equal(original.numpy(), copy.numpy())
+    assert precision.with_precision(model, "bfloat16").get_layer(norms[0]).__class__.__name__ == "Identity"
+
+
+def test_a_batch_norm_is_folded_only_where_it_alone_reads_a_linear_convolution():
+    inputs = keras.Input((8, 8, 3))
+    shared = keras.layers.Conv2D(4, 3, padding="same", name="shared")(inputs)
+    activated = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="activated")(inputs)
+    plain = keras.layers.Conv2D(4, 3, padding="same", name="plain")(inputs)
+    outputs = keras.layers.Concatenate()([
+        keras.layers.Add()([shared, keras.layers.BatchNormalization(name="shared_norm")(shared)]),
+        keras.layers.BatchNormalization(name="activated_norm")(activated),
+        keras.layers.BatchNormalization(name="plain_norm")(plain)])
+    model = _with_batch_norm_statistics(keras.Model(inputs, outputs))
+    assert precision.foldable_batch_norms(model) == {"plain_norm": "plain"}
+    images = np.random.default_rng(0).uniform(-1, 1, (2, 8, 8, 3)).astype("float32")
+    folded = precision.with_precision(model, "off", fold_batch_norms=True)
+    np.testing.assert_allclose(folded.predict(images, verbose=0), model.predict(images, verbose=0), rtol=1e-5,
+                               atol=1e-6)
+
+
 def test_recipes_resolve_by_situation_and_take_overrides():
     assert recipes.resolve(epochs=8).name == "scratch"
     assert recipes.resolve(epochs=8, fine_tuning=True).name == "fine-tune"
