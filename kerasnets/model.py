@@ -11,9 +11,9 @@ batches itself and calls one compiled forward pass per batch (honouring
 once for every batch size, so a short last batch costs no second trace (Keras'
 own path traces again for it); a model open to any image size is traced once
 for every size too, or once per image size where it cannot be traced so (a
-bilinear `UpSampling2D` cannot run on a grid of unknown size). Datasets, generators, callbacks, `steps`, distribution strategies and
-other backends take Keras' own path, as does every instance with
-`model.fast_predict = False`.
+bilinear `UpSampling2D` cannot run on a grid of unknown size). Datasets,
+generators, callbacks, `steps`, distribution strategies and other backends
+take Keras' own path, as does every instance with `model.fast_predict = False`.
 `compile`, `fit` and `evaluate` are Keras' own, unchanged. The method is the
 instance's own (`with_fast_predict`), so the model's class is Keras'
 `Functional` and whatever the user saves opens where kerasnets is not installed.

@@ -128,20 +128,20 @@ def with_precision(model, mode="bfloat16", fold_batch_norms=None):
     return with_fast_predict(copy) if type(copy).__name__ == "Functional" else copy
 
 
-FOLDABLE = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D")
-
-
 def foldable_batch_norms(model):
     """{batch norm's name: convolution's name} for every batch norm over the channels that alone reads a
     convolution's output (linear: no activation of its own, called once)."""
     import keras
 
+    foldable = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D)
     consumers = {}
     for layer in model.layers:
         for node in layer._inbound_nodes:
             for tensor in node.input_tensors:
                 source = tensor._keras_history.operation
                 consumers.setdefault(source.name, set()).add(layer.name)
+    for tensor in model.outputs:  # a convolution whose output the model returns must keep it
+        consumers.setdefault(tensor._keras_history.operation.name, set()).add(None)
     folds = {}
     for layer in model.layers:
         if not isinstance(layer, keras.layers.BatchNormalization) or len(layer._inbound_nodes) != 1:
@@ -151,7 +151,7 @@ def foldable_batch_norms(model):
                 [-1], [len(inputs[0].shape) - 1]):
             continue
         source = inputs[0]._keras_history.operation
-        if (type(source).__name__ in FOLDABLE and len(source._inbound_nodes) == 1
+        if (isinstance(source, foldable) and len(source._inbound_nodes) == 1 and source.data_format == "channels_last"
                 and source.get_config().get("activation") == "linear" and consumers[source.name] == {layer.name}):
             folds[layer.name] = source.name
     return folds
@@ -159,6 +159,7 @@ def foldable_batch_norms(model):
 
 def _folded_weights(convolution, norm):
     """The convolution's weights with the batch norm `norm` folded in: [kernel(s)..., bias]."""
+    import keras
     import numpy as np
 
     mean, variance = (np.asarray(v, "float64") for v in (norm.moving_mean, norm.moving_variance))
@@ -168,7 +169,7 @@ def _folded_weights(convolution, norm):
     weights = [np.asarray(w, "float64") for w in convolution.get_weights()]
     bias = weights.pop() if convolution.use_bias else np.zeros_like(mean)
     kernel = weights[-1]  # Conv2D's kernel; SeparableConv2D's pointwise kernel (output channels last)
-    if type(convolution).__name__ == "DepthwiseConv2D":  # output channel = input channel * multiplier + m
+    if isinstance(convolution, keras.layers.DepthwiseConv2D):  # output channel = input channel * multiplier + m
         weights[-1] = kernel * scale.reshape(kernel.shape[2:])
     else:
         weights[-1] = kernel * scale

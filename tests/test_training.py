@@ -337,6 +337,8 @@ def test_a_batch_norm_is_folded_only_where_it_alone_reads_a_linear_convolution()
         keras.layers.BatchNormalization(name="plain_norm")(plain)])
     model = _with_batch_norm_statistics(keras.Model(inputs, outputs))
     assert precision.foldable_batch_norms(model) == {"plain_norm": "plain"}
+    # nor where the model also returns the convolution's output
+    assert precision.foldable_batch_norms(keras.Model(inputs, [plain, model.get_layer("plain_norm").output])) == {}
     images = np.random.default_rng(0).uniform(-1, 1, (2, 8, 8, 3)).astype("float32")
     folded = precision.with_precision(model, "off", fold_batch_norms=True)
     np.testing.assert_allclose(folded.predict(images, verbose=0), model.predict(images, verbose=0), rtol=1e-5,
