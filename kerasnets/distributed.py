@@ -119,7 +119,7 @@ def evaluate(model, eval_ds, loss, metrics, step=None):
     and for masks only where every batch has as many ignored pixels per
     image.) `step`: `scoring_step(model, loss)`, to reuse one trace across calls.
     """
-    step = step or scoring_step(model, loss)
+    step = scoring_step(model, loss) if step is None else step
     ignore = loss.get_config().get("ignore_class")
     mean_loss = keras.metrics.Mean(name="loss")
     for images, labels in eval_ds:
@@ -167,7 +167,7 @@ def fit(model, strategy, train_ds, epochs, eval_ds, callbacks, verbose, train_co
                          "worker restores the chief's backup/, so all of them must see the chief's --output "
                          "(a shared disk)")
     pool_batch_norms = BatchNormPool(model, strategy)
-    step = scoring_step(model, make_metrics()[0])
+    scoring = scoring_step(model, make_metrics()[0])
     epoch_logs = {}
     for epoch in range(start, epochs):
         model.reset_metrics()
@@ -178,7 +178,7 @@ def fit(model, strategy, train_ds, epochs, eval_ds, callbacks, verbose, train_co
             callback_list.on_train_batch_end(step, logs)
         epoch_logs = dict(logs)
         pool_batch_norms()
-        epoch_logs.update({f"val_{k}": v for k, v in evaluate(model, eval_ds, *make_metrics(), step).items()})
+        epoch_logs.update({f"val_{k}": v for k, v in evaluate(model, eval_ds, *make_metrics(), scoring).items()})
         callback_list.on_epoch_end(epoch, epoch_logs)
         if model.stop_training:
             break

@@ -84,7 +84,7 @@ def _forward(model, image_shape):
         if not spec.shape[1:].is_fully_defined():
             try:
                 forward.get_concrete_function()
-            except (TypeError, ValueError):  # e.g. "Using a symbolic tf.Tensor as a Python bool"
+            except Exception:  # e.g. "Using a symbolic tf.Tensor as a Python bool"; a real error recurs per size
                 forward = None
         forwards[(jit, None)] = forward
     if forwards[(jit, None)] is not None:

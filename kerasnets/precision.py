@@ -105,11 +105,11 @@ def with_precision(model, mode="bfloat16", fold_batch_norms=None):
 
     def clone(layer):
         if layer.name in folds:
-            return keras.layers.Identity(name=layer.name, dtype=policy)
+            return keras.layers.Identity(name=layer.name, dtype="float32" if layer.name in output_layers else policy)
         config = layer.get_config()
         if layer.name in folded_convolutions:
             config["use_bias"] = True
-        if not isinstance(layer, keras.layers.InputLayer):
+        if isinstance(layer, keras.layers.Layer) and not isinstance(layer, keras.layers.InputLayer):  # (not keras.ops)
             config["dtype"] = "float32" if layer.name in output_layers else policy
         return layer.__class__.from_config(config)
 
@@ -118,7 +118,7 @@ def with_precision(model, mode="bfloat16", fold_batch_norms=None):
     def call(layer, inputs, *args, **kwargs):  # (an Identity takes no `training` or `mask`)
         return layer(inputs) if layer.name in folds else layer(inputs, *args, **kwargs)
 
-    copy = keras.models.clone_model(model, clone_function=clone, call_function=call)
+    copy = keras.models.clone_model(model, clone_function=clone, call_function=call if folds else None)
     for layer in model.layers:
         if layer.name in folded_convolutions:
             copy.get_layer(layer.name).set_weights(
@@ -130,12 +130,12 @@ def with_precision(model, mode="bfloat16", fold_batch_norms=None):
 
 def foldable_batch_norms(model):
     """{batch norm's name: convolution's name} for every batch norm over the channels that alone reads a
-    convolution's output (linear: no activation of its own, called once)."""
+    convolution's output (linear: no activation of its own, called once; no LoRA weights)."""
     import keras
 
     foldable = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D)
     consumers = {}
-    for layer in model.layers:
+    for layer in getattr(model, "operations", model.layers):  # (also operations that are not layers: keras.ops)
         for node in layer._inbound_nodes:
             for tensor in node.input_tensors:
                 source = tensor._keras_history.operation
@@ -152,7 +152,8 @@ def foldable_batch_norms(model):
             continue
         source = inputs[0]._keras_history.operation
         if (isinstance(source, foldable) and len(source._inbound_nodes) == 1 and source.data_format == "channels_last"
-                and source.get_config().get("activation") == "linear" and consumers[source.name] == {layer.name}):
+                and source.get_config().get("activation") == "linear" and consumers[source.name] == {layer.name}
+                and not getattr(source, "lora_enabled", False)):
             folds[layer.name] = source.name
     return folds
 

@@ -62,6 +62,9 @@ def test_any_input_size_when_it_is_left_open():
         grid, pooled = (np.asarray(t) for t in probe(_images(shape), training=False))
         assert grid.shape[1:3] == (shape[0] // 16, shape[1] // 16) and pooled.shape[1:3] == (1, 1)
         np.testing.assert_array_equal(grid, np.broadcast_to(pooled, grid.shape))  # image pooling, spread over the grid
+    # Bilinear upsampling cannot be traced for any size: kerasnets' predict traced once per size instead.
+    assert model._kerasnets_forwards[(False, None)] is None
+    assert {(False, (64, 96, 3)), (False, (128, 64, 3))} <= set(model._kerasnets_forwards)
 
 
 def test_rates_past_a_small_fixed_grid_run_at_its_side_with_the_same_output():

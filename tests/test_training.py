@@ -308,7 +308,7 @@ def _with_batch_norm_statistics(model, seed=0):
 @pytest.mark.parametrize("name, kwargs", [
     ("resnet18", {}),  # Conv2D
     ("mobilenet_v1_025", {"depth_multiplier": 2}),  # DepthwiseConv2D with two outputs per input channel
-    ("inception_v2", {"depth_multiplier": 0.25}),  # the stem's SeparableConv2D (depthwise multiplier 8)
+    ("inception_v2", {"depth_multiplier": 0.25}),  # Conv2D and the stem's SeparableConv2D (multiplier 8) + ReLU
     ("shufflenet_v2_x0_5", {}),  # grouped branches, channel shuffle
 ])
 def test_batch_norms_fold_into_their_convolutions_with_the_same_outputs(name, kwargs):
@@ -330,19 +330,26 @@ def test_a_batch_norm_is_folded_only_where_it_alone_reads_a_linear_convolution()
     inputs = keras.Input((8, 8, 3))
     shared = keras.layers.Conv2D(4, 3, padding="same", name="shared")(inputs)
     activated = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="activated")(inputs)
+    read_by_an_op = keras.layers.Conv2D(4, 3, padding="same", name="read_by_an_op")(inputs)
     plain = keras.layers.Conv2D(4, 3, padding="same", name="plain")(inputs)
+    separable = keras.layers.SeparableConv2D(5, 3, padding="same", depth_multiplier=3, name="separable")(inputs)
     outputs = keras.layers.Concatenate()([
         keras.layers.Add()([shared, keras.layers.BatchNormalization(name="shared_norm")(shared)]),
         keras.layers.BatchNormalization(name="activated_norm")(activated),
-        keras.layers.BatchNormalization(name="plain_norm")(plain)])
+        keras.ops.relu(read_by_an_op), keras.layers.BatchNormalization(name="read_by_an_op_norm")(read_by_an_op),
+        keras.layers.BatchNormalization(name="plain_norm")(plain),
+        keras.layers.BatchNormalization(center=False, name="separable_norm")(separable)])
     model = _with_batch_norm_statistics(keras.Model(inputs, outputs))
-    assert precision.foldable_batch_norms(model) == {"plain_norm": "plain"}
-    # nor where the model also returns the convolution's output
-    assert precision.foldable_batch_norms(keras.Model(inputs, [plain, model.get_layer("plain_norm").output])) == {}
+    assert precision.foldable_batch_norms(model) == {"plain_norm": "plain", "separable_norm": "separable"}
+    # nor where the model also returns the convolution's output; a batch norm the model returns stays float32
+    returned = keras.Model(inputs, [plain, model.get_layer("plain_norm").output])
+    assert precision.foldable_batch_norms(returned) == {}
+    last = precision.with_precision(keras.Model(inputs, model.get_layer("plain_norm").output), "bfloat16")
+    assert type(last.get_layer("plain_norm")).__name__ == "Identity" and last.output.dtype == "float32"
     images = np.random.default_rng(0).uniform(-1, 1, (2, 8, 8, 3)).astype("float32")
     folded = precision.with_precision(model, "off", fold_batch_norms=True)
     np.testing.assert_allclose(folded.predict(images, verbose=0), model.predict(images, verbose=0), rtol=1e-5,
-                               atol=1e-6)
+                               atol=1e-5)
 
 
 def test_recipes_resolve_by_situation_and_take_overrides():
