@@ -90,8 +90,8 @@ def with_precision(model, mode="bfloat16", fold_batch_norms=None):
     the original's weights, equal. Folding matters for bfloat16 on the CPU,
     where TensorFlow's element-wise kernels (the batch norm's multiply-add)
     run far below oneDNN's convolutions: on a CPU with AVX512_BF16 a float32
-    model (e.g. a training run's `model.keras`) then predicts 1.6-2x as fast
-    (benchmarks/BENCHMARKS.md). A folded copy is for inference: it has no
+    model (e.g. a training run's `model.keras`) then predicts about twice as
+    fast as in float32 (benchmarks/BENCHMARKS.md). A folded copy is for inference: it has no
     batch norms left to train.
     """
     import keras
