@@ -109,5 +109,6 @@ def main():
                 print(f"{name:<14} {label:<10} {mb:>8.2f} {mb / base_size:>6.2f} {ms:>8.2f} {ms / base_ms:>6.2f} "
                       f"{agreement:>11.3f} {mediapipe_ms:>12.1f} {mediapipe_ms / ms:>8.2f}", flush=True)
 
+
 if __name__ == "__main__":
     main()
