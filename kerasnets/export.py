@@ -469,7 +469,8 @@ def predict(artifact, images, top_k=5, precision="off"):
     """Top-k (label, score) per image file, from a .keras, a SavedModel directory or a .tflite.
 
     `precision`: the compute precision of a .keras model ("bfloat16": about 2x as fast on CPUs with
-    AVX512_BF16, batch norms folded, see benchmarks/BENCHMARKS.md; "auto": the hardware's best, see `kerasnets.precision`).
+    AVX512_BF16, batch norms folded, see benchmarks/BENCHMARKS.md; "auto": the hardware's best, see
+    `kerasnets.precision`).
     """
     _check_artifact(artifact, precision)
     run, size, segmenter = open_artifact(artifact, precision=precision)
