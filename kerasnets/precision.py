@@ -133,27 +133,21 @@ def foldable_batch_norms(model):
     convolution's output (linear: no activation of its own, called once; no LoRA weights)."""
     import keras
 
+    from kerasnets import graph
+
     foldable = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D)
-    consumers = {}
-    for layer in getattr(model, "operations", model.layers):  # (also operations that are not layers: keras.ops)
-        for node in layer._inbound_nodes:
-            for tensor in node.input_tensors:
-                source = tensor._keras_history.operation
-                consumers.setdefault(source.name, set()).add(layer.name)
-    for tensor in model.outputs:  # a convolution whose output the model returns must keep it
-        consumers.setdefault(tensor._keras_history.operation.name, set()).add(None)
+    members = {op.name: op for op in model.operations}  # (also operations that are not layers: keras.ops)
+    returned = set(model.output_names)  # a convolution whose output the model returns must keep it
     folds = {}
     for layer in model.layers:
-        if not isinstance(layer, keras.layers.BatchNormalization) or len(layer._inbound_nodes) != 1:
+        sources = graph.parents(layer)
+        if not isinstance(layer, keras.layers.BatchNormalization) or len(sources) != 1:  # one call, one input
             continue
-        inputs = layer._inbound_nodes[0].input_tensors
-        if len(inputs) != 1 or list(layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]) not in (
-                [-1], [len(inputs[0].shape) - 1]):
-            continue
-        source = inputs[0]._keras_history.operation
-        if (isinstance(source, foldable) and len(source._inbound_nodes) == 1 and source.data_format == "channels_last"
-                and source.get_config().get("activation") == "linear" and consumers[source.name] == {layer.name}
-                and not getattr(source, "lora_enabled", False)):
+        source = sources[0]
+        if (isinstance(source, foldable) and len(graph.parents(source)) == 1
+                and layer.axis in (-1, len(layer.input.shape) - 1) and source.data_format == "channels_last"
+                and source.get_config().get("activation") == "linear" and not getattr(source, "lora_enabled", False)
+                and source.name not in returned and graph.children(source, members) == [layer]):
             folds[layer.name] = source.name
     return folds
 
