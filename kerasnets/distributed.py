@@ -132,6 +132,26 @@ def evaluate(model, eval_ds, loss, metrics, step=None):
     return {m.name: float(np.asarray(m.result())) for m in [mean_loss, *metrics]}
 
 
+class Validation(keras.callbacks.Callback):
+    """Adds `val_<name>` to each epoch's logs: `evaluate` over every image of `eval_ds` once, on one device.
+
+    For `fit` under a strategy of several replicas, whose own validation hands
+    them padded batches and counts the padding in the loss. Put it first among
+    the callbacks, so the others (History, the progress bar) see the figures.
+    `make_metrics()` gives `(loss, metrics)`, new objects like the compiled ones.
+    """
+
+    def __init__(self, eval_ds, make_metrics):
+        super().__init__()
+        self.eval_ds, self.make_metrics, self.step = eval_ds, make_metrics, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.step is None:  # one trace for the whole run
+            self.step = scoring_step(self.model, self.make_metrics()[0])
+        scores = evaluate(self.model, self.eval_ds, *self.make_metrics(), self.step)
+        logs.update({f"val_{name}": value for name, value in scores.items()})
+
+
 def _starting_epochs(strategy, epoch):
     """Every worker's starting epoch (they must agree, or the all-reduces wait for each other forever)."""
     gather = tf.function(lambda: strategy.run(

@@ -377,24 +377,6 @@ def plot_history(rows, path, metric="accuracy"):
     atomic_write(path, lambda f: f.write(buffer.getvalue()), mode="wb")
 
 
-def _evenly_split(dataset, count, batch_size, replicas, per_pixel=False):
-    """Pads the last evaluation batch with zero-weight copies so it splits evenly over replicas.
-
-    (Keras' evaluate fails on a final batch that replicas would get unequal parts of.) `per_pixel`: the labels
-    are masks, so each image's weight is one per pixel (the shape of its per-pixel loss).
-    """
-    if replicas == 1:
-        return dataset
-    pad = (-count) % replicas
-    weighted = dataset.unbatch().map(lambda image, label: (
-        image, label, tf.ones(tf.shape(label)) if per_pixel else tf.constant(1.0)))
-    if pad:
-        filler = weighted.take(1).map(lambda image, label, weight: (image, label, 0 * weight)).repeat(pad)
-        weighted = weighted.concatenate(filler)
-    batches = weighted.batch(batch_size).apply(tf.data.experimental.assert_cardinality(-(-(count + pad) // batch_size)))
-    return batches.prefetch(tf.data.AUTOTUNE)
-
-
 # What a resumed run must share with the run it continues (the recipe may change: a lower --lr after a divergence).
 RESUME_KEYS = ("model", "backbone", "data", "image_size", "batch_size", "weights", "freeze_backbone",
                "fine_tune_from", "model_args", "mixed_precision", "seed", "color_jitter")
@@ -532,8 +514,7 @@ def train(model, data, *, backbone=None, image_size=None, epochs=10, batch_size=
     one_hot = (lambda image, mask: (image, mask)) if segmenting else (  # noqa: E731
         lambda image, label: (image, tf.one_hot(label, classes)))
     train_ds = found.train.map(one_hot)
-    eval_ds = _evenly_split(found.eval.map(one_hot), found.eval_count, batch_size, strategy.num_replicas_in_sync,
-                            per_pixel=segmenting)
+    eval_ds = found.eval.map(one_hot)
     say(f"{recipe.describe()}; precision {policy}")
     hint = precision_lib.onednn_hint()
     if hint:
@@ -587,12 +568,16 @@ def train(model, data, *, backbone=None, image_size=None, epochs=10, batch_size=
         ]
         try:
             if multi_worker:
-                history = distributed.fit(net, strategy, train_ds, epochs, found.eval.map(one_hot), callbacks,
+                history = distributed.fit(net, strategy, train_ds, epochs, eval_ds, callbacks,
                                           verbose, found.train_count, batch_size, make_metrics)
             else:
+                # Over several replicas Keras' own validation needs batches padded to split evenly, and counts the
+                # padding in the loss: every image once on one device instead, first, so the others see it.
+                replicated = strategy.num_replicas_in_sync > 1
+                validation = [distributed.Validation(eval_ds, make_metrics)] if replicated else []
                 # (The data set is shuffled by its pipeline; Keras' own shuffle applies to arrays only.)
-                history = net.fit(train_ds, epochs=epochs, validation_data=eval_ds, callbacks=callbacks,
-                                  verbose=verbose, shuffle=False)
+                history = net.fit(train_ds, epochs=epochs, validation_data=None if replicated else eval_ds,
+                                  callbacks=validation + callbacks, verbose=verbose, shuffle=False)
         except BaseException:
             if created and not history_file.rows:  # a new run that failed before its first epoch leaves nothing
                 shutil.rmtree(output, ignore_errors=True)
