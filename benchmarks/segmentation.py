@@ -148,7 +148,7 @@ def compare_keras_hub(size, batch, repeats, classes=21):
     print(f"kerasnets / keras-hub img/s: {ours_speed / theirs_speed:.2f}")
 
 
-def miou_rows(heads, backbones, classes, train, test, size, epochs):
+def miou_rows(heads, backbones, classes, train, test, size, epochs, keep=None):
     """Mean IoU of `kerasnets train HEAD --backbone BACKBONE` with the defaults on the digits-on-photos set of the
     test suite (scikit-learn's digits pasted onto its two photos; `classes` 2: stroke vs photo, 11: which digit)."""
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
@@ -159,14 +159,16 @@ def miou_rows(heads, backbones, classes, train, test, size, epochs):
           "the defaults (`kerasnets train HEAD --backbone BACKBONE`)\n")
     print("| head | backbone | test mean IoU | photo IoU | mean IoU of the other classes | seconds |")
     print("|---|---|---:|---:|---:|---:|")
-    with tempfile.TemporaryDirectory() as work:
+    with contextlib.nullcontext(keep) if keep else tempfile.TemporaryDirectory() as work:
         root = write_digits_on_photos(os.path.join(work, "data"), classes=classes, train=train, test=test, size=size)
         for head in heads:
             for backbone in backbones:
                 output = os.path.join(work, f"{head}_{backbone}")
+                print(f"training {head} on {backbone} ...", file=sys.stderr, flush=True)  # minutes each
                 start = time.perf_counter()
                 log = io.StringIO()
-                with contextlib.redirect_stdout(log):  # the run's own lines would break the table
+                # the run's own lines would break the table; a failure's one line goes to stderr
+                with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
                     status = cli.main(["train", head, "--backbone", backbone, "--data", root, "--image-size",
                                        str(size), "--epochs", str(epochs), "--output", output, "--verbose", "0"])
                 seconds = time.perf_counter() - start
@@ -191,8 +193,11 @@ def main():
     parser.add_argument("--backbones", default="resnet18,mobilenet_v1_100", help="mIoU part: the backbones")
     parser.add_argument("--classes", type=int, choices=(2, 11), action="append",
                         help="mIoU part: 2 and/or 11 classes (default both)")
-    parser.add_argument("--train", type=int, default=400, help="mIoU part: training images (test: a quarter)")
+    parser.add_argument("--train", type=int, default=400, help="mIoU part: training images")
+    parser.add_argument("--test", type=int, help="mIoU part: test images (default a quarter of --train)")
     parser.add_argument("--epochs", type=int, default=4, help="mIoU part")
+    parser.add_argument("--keep", metavar="DIR", help="mIoU part: write the data and the runs (curves, sample "
+                        "predictions, metrics.json) here, to keep them (default a temporary folder)")
     parser.add_argument("--smoke", action="store_true", help="64x64, the smallest MobileNet, 2 repeats; the mIoU "
                         "part: U-Net on it, 32x32, 16 images, 1 epoch")
     args = parser.parse_args()
@@ -207,7 +212,9 @@ def main():
         compare_keras_hub(args.size, args.batch, args.repeats)
     if args.only in (None, "miou"):
         for classes in args.classes or (2, 11):
-            miou_rows(heads, backbones, classes, args.train, max(1, args.train // 4), miou_size, args.epochs)
+            test = args.test or max(1, args.train // 4)
+            keep = args.keep and os.path.join(args.keep, f"{classes}_classes")
+            miou_rows(heads, backbones, classes, args.train, test, miou_size, args.epochs, keep)
 
 
 if __name__ == "__main__":
