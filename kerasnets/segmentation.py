@@ -277,9 +277,9 @@ def deeplab_v3(backbone="resnet50", output_stride=16, classes=21, backbone_weigh
     input. A backbone with an `output_stride` option (ResNet, Xception,
     MobileNet v1, Inception-ResNet v2) is built with it, so its later layers
     run atrous; on others the head taps the deepest endpoint at that
-    reduction. On a grid smaller than a rate (a small input of fixed size),
-    the convolution runs at the grid's larger side: the same output, see
-    `_atrous_rate`.
+    reduction. On a grid of known size the ASPP's atrous convolutions run tap
+    by tap where each tap reads the grid (`layers.atrous.AtrousConv2D`: the
+    same weights and output, several times faster on small grids).
 
     Args: as `fcn`, plus `output_stride` (16 or 8) and `dropout_rate` (before
     the scores).
@@ -298,7 +298,7 @@ def deeplab_v3(backbone="resnet50", output_stride=16, classes=21, backbone_weigh
     branches = [blocks.conv_norm_act(x, ASPP_FILTERS, 1, "aspp.Branch_0.Conv2d_1x1", settings)]
     for i, rate in enumerate(ASPP_RATES[output_stride], start=1):
         branches.append(blocks.conv_norm_act(x, ASPP_FILTERS, 3, f"aspp.Branch_{i}.Conv2d_3x3_rate{rate}", settings,
-                                             dilation_rate=_atrous_rate(rate, x.shape[1:3])))
+                                             dilation_rate=rate, by_taps=True))
     pooled = keras.layers.GlobalAveragePooling2D(keepdims=True, name="aspp.ImagePooling.Pool")(x)
     pooled = blocks.conv_norm_act(pooled, ASPP_FILTERS, 1, "aspp.ImagePooling.Conv2d_1x1", settings)
     # Broadcast the 1x1 map over the grid at any input size: ones shaped like a branch (a Rescaling by 0 plus 1,
@@ -312,22 +312,6 @@ def deeplab_v3(backbone="resnet50", output_stride=16, classes=21, backbone_weigh
     x = keras.layers.UpSampling2D(output_stride, interpolation="bilinear", name="Upsample")(x)
     outputs = _output(x, classifier_activation)
     return functional(net.input, outputs, name=name or f"deeplab_v3_{net.name}")
-
-
-def _atrous_rate(rate, grid):
-    """The rate a 3x3 atrous convolution runs at on a `grid` (height, width; None where unknown).
-
-    Where the rate is at least the grid's larger side, every tap but the centre
-    reads the zero padding, and any such rate gives the same output: the
-    smallest (the grid's larger side) is used, because TensorFlow runs a dilated
-    convolution by space-to-batch over a grid padded to a multiple of the
-    rate, about (rate / side)^2 times the work (20x for rate 18 on the 4x4
-    grid of a 64x64 input at output stride 16). The weights are the same
-    either way.
-    """
-    if None in tuple(grid):
-        return rate
-    return min(rate, max(grid))
 
 
 # ---- by name ----------------------------------------------------------------------------------------------------

@@ -67,19 +67,59 @@ def test_any_input_size_when_it_is_left_open():
     assert {(False, (64, 96, 3)), (False, (128, 64, 3))} <= set(model._kerasnets_forwards)
 
 
-def test_rates_past_a_small_fixed_grid_run_at_its_side_with_the_same_output():
-    """At 64x64 (a 4x4 grid at output stride 16) every ASPP rate reaches past the grid, so only the centre tap reads
-    the features: the rates run at 4, sparing TensorFlow's space-to-batch over a grid padded to 18 (20x the work), and
-    the scores equal those of the same weights at the paper's rates (the model left open to any size)."""
+@pytest.mark.parametrize("grid, kernel, rate", [
+    ((16, 16), 3, 6), ((16, 16), 3, 12), ((16, 16), 3, 18), ((4, 4), 3, 36), ((5, 7), 3, 2), ((9, 6), (2, 3), 3),
+    ((8, 8), 5, 2)])
+def test_atrous_conv_by_taps_equals_keras_conv2d(grid, kernel, rate, tmp_path):
+    """AtrousConv2D against Keras' Conv2D with the same weights: output, gradients (training) and a bfloat16
+    policy, on square and oblong grids, rates inside and past the grid, odd and even kernels ("same" pads the
+    rest after); it saves and opens as itself."""
+    from kerasnets.layers.atrous import AtrousConv2D
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(size=(2, *grid, 5)).astype("float32"))
+    reference = keras.layers.Conv2D(4, kernel, padding="same", dilation_rate=rate)
+    ours = AtrousConv2D(4, kernel, padding="same", dilation_rate=rate)
+    reference.build(x.shape)
+    ours.build(x.shape)
+    reference.set_weights([rng.normal(size=v.shape).astype("float32") for v in reference.weights])
+    ours.set_weights(reference.get_weights())
+    gradients = []
+    for layer in (reference, ours):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(layer(x) ** 2)
+        gradients.append(tape.gradient(loss, [x, *layer.trainable_weights]))
+    np.testing.assert_allclose(ours(x), reference(x), rtol=1e-5, atol=1e-5)
+    for theirs, mine in zip(*gradients):
+        assert rel_max_diff(mine, theirs) < 1e-5
+    half = {layer: type(layer).from_config({**layer.get_config(), "dtype": "mixed_bfloat16"})
+            for layer in (reference, ours)}
+    for copy, original in zip(half.values(), (reference, ours)):
+        copy.build(x.shape)
+        copy.set_weights(original.get_weights())
+    assert rel_max_diff(half[ours](x), half[reference](x)) < 0.02
+    model = keras.Sequential([keras.Input(x.shape[1:]), ours])
+    model.save(tmp_path / "atrous.keras")
+    loaded = keras.saving.load_model(tmp_path / "atrous.keras")
+    assert type(loaded.layers[0]) is AtrousConv2D
+    np.testing.assert_array_equal(loaded(x), model(x))
+
+
+def test_aspp_on_a_fixed_grid_runs_by_taps_with_keras_conv2ds_output():
+    """DeepLab v3 built for a fixed size runs its ASPP's atrous convolutions tap by tap (the paper's rates kept);
+    left open to any size, as Keras' Conv2D. The same weights give the same scores; at 64x64 (a 4x4 grid at output
+    stride 16) every rate reaches past the grid, where TensorFlow's space-to-batch would multiply padding."""
+    from kerasnets.layers.atrous import AtrousConv2D
     fixed = segmentation.deeplab_v3("resnet18", classes=5, input_shape=(64, 64, 3))
     open_size = segmentation.deeplab_v3("resnet18", classes=5, input_shape=(None, None, 3))
+    randomize(fixed)
     open_size.set_weights(fixed.get_weights())
-    rates = ((1, 6), (2, 12), (3, 18))
-    assert [fixed.get_layer(f"aspp.Branch_{i}.Conv2d_3x3_rate{r}").dilation_rate for i, r in rates] == [(4, 4)] * 3
-    assert [open_size.get_layer(f"aspp.Branch_{i}.Conv2d_3x3_rate{r}").dilation_rate for i, r in rates] == [
-        (6, 6), (12, 12), (18, 18)]
+    branches = [fixed.get_layer(f"aspp.Branch_{i}.Conv2d_3x3_rate{r}") for i, r in ((1, 6), (2, 12), (3, 18))]
+    assert [layer.dilation_rate for layer in branches] == [(6, 6), (12, 12), (18, 18)]
+    assert all(isinstance(layer, AtrousConv2D) for layer in branches)
+    assert not isinstance(fixed.get_layer("block4.unit_1.basic.conv1"), AtrousConv2D)  # the backbone's own stay
     images = _images((64, 64, 3))
-    np.testing.assert_allclose(fixed(images, training=False), open_size(images, training=False), atol=2e-6)
+    assert rel_max_diff(fixed(images, training=False), open_size(images, training=False)) < 1e-5
 
 
 def test_deeplab_runs_the_backbone_atrous_where_it_can():
@@ -88,9 +128,7 @@ def test_deeplab_runs_the_backbone_atrous_where_it_can():
     model = segmentation.deeplab_v3("mobilenet_v1_025", output_stride=8, classes=3, input_shape=SHAPE)
     assert model.get_layer("Conv2d_6_depthwise.Conv2D").strides == (1, 1)
     assert model.get_layer("Conv2d_13_depthwise.Conv2D").dilation_rate == (4, 4)
-    # (36 reaches past the 8x12 grid of a 64x96 input: it runs at the grid's larger side, the same output; see
-    # test_rates_past_a_small_fixed_grid_run_at_its_side_with_the_same_output)
-    assert model.get_layer("aspp.Branch_3.Conv2d_3x3_rate36").dilation_rate == (12, 12)
+    assert model.get_layer("aspp.Branch_3.Conv2d_3x3_rate36").dilation_rate == (36, 36)
     model = segmentation.deeplab_v3("resnet50", classes=3, input_shape=SHAPE)
     assert model.get_layer("block4.unit_1.bottleneck_v1.conv1").strides == (1, 1)
     # keras.applications' v1 unit strides in its first 1x1, so its 3x3 comes after the removed stride and dilates

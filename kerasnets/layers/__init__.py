@@ -6,6 +6,8 @@
 - `residual`: ResNet's units (basic, bottleneck v1/v2), with `groups` and an
   attention hook;
 - `heads`: the classifier and global pooling;
+- `atrous`: an atrous convolution computed tap by tap on small grids (DeepLab's
+  ASPP);
 - `preprocessing`: keras.applications' input normalisations as built-in layers.
 """
 

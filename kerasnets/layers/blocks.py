@@ -11,6 +11,8 @@ from typing import Any, Optional
 
 import keras
 
+from kerasnets.layers import atrous
+
 
 @dataclasses.dataclass(frozen=True)
 class ConvSettings:
@@ -34,16 +36,18 @@ def fresh_initializer(initializer):
     return initializer
 
 
-def conv(x, filters, kernel, name, settings, strides=1, padding="same", use_bias=False, dilation_rate=1, groups=1):
+def conv(x, filters, kernel, name, settings, strides=1, padding="same", use_bias=False, dilation_rate=1, groups=1,
+         by_taps=False):
     """A Conv2D. `padding="symmetric"` pads kernel // 2 on every side first (as Caffe and PyTorch do),
-    where TF's "same" pads a stride-2 layer's bottom-right only."""
+    where TF's "same" pads a stride-2 layer's bottom-right only. `by_taps`: an `atrous.AtrousConv2D`, which
+    runs large rates on small grids tap by tap (DeepLab's ASPP)."""
     if padding == "symmetric":
         size = kernel if isinstance(kernel, int) else kernel[0]
         x = keras.layers.ZeroPadding2D(size // 2 * dilation_rate, name=f"{name}.Pad")(x)
         padding = "valid"
-    return keras.layers.Conv2D(filters, kernel, strides=strides, padding=padding, use_bias=use_bias,
-                               dilation_rate=dilation_rate, groups=groups,
-                               kernel_initializer=fresh_initializer(settings.initializer), name=name)(x)
+    layer = atrous.AtrousConv2D if by_taps else keras.layers.Conv2D
+    return layer(filters, kernel, strides=strides, padding=padding, use_bias=use_bias, dilation_rate=dilation_rate,
+                 groups=groups, kernel_initializer=fresh_initializer(settings.initializer), name=name)(x)
 
 
 def depthwise_conv(x, kernel, name, settings, strides=1, dilation_rate=1, depth_multiplier=1, padding="same"):
@@ -81,13 +85,13 @@ def activation(x, name, settings):
 
 
 def conv_norm_act(x, filters, kernel, scope, settings, strides=1, padding="same", conv_name=None, output_name=None,
-                  use_bias=False, dilation_rate=1):
+                  use_bias=False, dilation_rate=1, by_taps=False):
     """Convolution, batch norm and activation (slim.conv2d with its normalizer_fn).
 
     `conv_name` defaults to `scope`; `output_name` (the activation's) to `<scope>.Relu`.
     """
     x = conv(x, filters, kernel, conv_name or scope, settings, strides=strides, padding=padding, use_bias=use_bias,
-             dilation_rate=dilation_rate)
+             dilation_rate=dilation_rate, by_taps=by_taps)
     x = batch_norm(x, f"{scope}.BatchNorm", settings)
     return activation(x, output_name or f"{scope}.Relu", settings)
 
