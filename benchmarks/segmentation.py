@@ -119,6 +119,19 @@ def graph_flops(model, size):
     return tf.compat.v1.profiler.profile(graph=frozen.graph, options=options).total_float_ops
 
 
+def with_keras_conv2d(model):
+    """The same model and weights with each AtrousConv2D (the ASPP's, run tap by tap) as Keras' own Conv2D."""
+    from kerasnets.layers.atrous import AtrousConv2D
+
+    def clone(layer):
+        kind = keras.layers.Conv2D if isinstance(layer, AtrousConv2D) else layer.__class__
+        return kind.from_config(layer.get_config())
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def compare_keras_hub(size, batch, repeats, classes=21):
     if importlib.util.find_spec("keras_hub") is None:
         print("\nkeras-hub is not installed (pip install keras-hub): its DeepLabV3 comparison is skipped")
@@ -126,7 +139,8 @@ def compare_keras_hub(size, batch, repeats, classes=21):
     theirs = keras_hub_deeplab(size, classes)
     ours = kerasnets.create_model("deeplab_v3", backbone="resnet50", input_shape=(size, size, 3), classes=classes)
     images = np.random.default_rng(0).uniform(0, 255, (batch, size, size, 3)).astype("float32")
-    runs = {"kerasnets deeplab_v3/resnet50 (OS 16)": ours, "keras-hub DeepLabV3ImageSegmenter/ResNet-50 preset": theirs}
+    runs = {"kerasnets deeplab_v3/resnet50 (OS 16)": ours, "keras-hub DeepLabV3ImageSegmenter/ResNet-50 preset": theirs,
+            "kerasnets, the ASPP as Keras' Conv2D (space-to-batch)": with_keras_conv2d(ours)}
     times = {name: [] for name in runs}
     for model in runs.values():
         model.predict(images, batch_size=batch, verbose=0)  # trace and warm up
@@ -144,8 +158,9 @@ def compare_keras_hub(size, batch, repeats, classes=21):
         speed = batch / statistics.median(times[name])
         speeds[name] = speed
         print(f"| {name} | {model.count_params():,} | {flops:.2f} | {speed:.2f} | {flops * speed:.1f} |")
-    ours_speed, theirs_speed = speeds.values()
-    print(f"kerasnets / keras-hub img/s: {ours_speed / theirs_speed:.2f}")
+    ours_speed, theirs_speed, plain_speed = speeds.values()
+    print(f"kerasnets / keras-hub img/s: {ours_speed / theirs_speed:.2f}; the ASPP by taps / as Conv2D: "
+          f"{ours_speed / plain_speed:.2f}")
 
 
 def miou_rows(heads, backbones, classes, train, test, size, epochs, keep=None):
@@ -169,12 +184,17 @@ def miou_rows(heads, backbones, classes, train, test, size, epochs, keep=None):
                 log = io.StringIO()
                 # the run's own lines would break the table; a failure's one line goes to stderr
                 with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-                    status = cli.main(["train", head, "--backbone", backbone, "--data", root, "--image-size",
-                                       str(size), "--epochs", str(epochs), "--output", output, "--verbose", "0"])
+                    try:
+                        status = cli.main(["train", head, "--backbone", backbone, "--data", root, "--image-size",
+                                           str(size), "--epochs", str(epochs), "--output", output, "--verbose", "0"])
+                    except Exception as error:  # one failed pair leaves the others' rows
+                        status = 1
+                        print(f"{type(error).__name__}: {error}")
                 seconds = time.perf_counter() - start
                 if status != 0:
-                    print(f"| {head} | {backbone} | failed (exit {status}): {log.getvalue().strip()[-300:]} | | | "
-                          f"{seconds:.0f} |")
+                    lines = [line for line in log.getvalue().splitlines() if line.strip()] or [""]
+                    print(f"| {head} | {backbone} | failed (exit {status}): {lines[-1][-300:].replace('|', '/')} "
+                          f"| | | {seconds:.0f} |")
                     continue
                 metrics = json.load(open(os.path.join(output, "metrics.json")))
                 others = [iou for iou in metrics["iou_per_class"][1:] if iou is not None]
@@ -201,6 +221,11 @@ def main():
     parser.add_argument("--smoke", action="store_true", help="64x64, the smallest MobileNet, 2 repeats; the mIoU "
                         "part: U-Net on it, 32x32, 16 images, 1 epoch")
     args = parser.parse_args()
+    if args.test is not None and args.test < 1:
+        parser.error(f"--test must be at least 1, got {args.test}")
+    if args.keep and os.path.isdir(args.keep) and os.listdir(args.keep):
+        parser.error(f"--keep {args.keep!r} already holds files: name a new or empty folder (runs are never "
+                     "written over)")
     heads, backbones, miou_size = args.heads.split(","), args.backbones.split(","), 64
     if args.smoke:
         args.size, args.batch, args.repeats, args.backbone = 64, 2, 2, "mobilenet_v1_025"
@@ -212,7 +237,7 @@ def main():
         compare_keras_hub(args.size, args.batch, args.repeats)
     if args.only in (None, "miou"):
         for classes in args.classes or (2, 11):
-            test = args.test or max(1, args.train // 4)
+            test = args.test if args.test is not None else max(1, args.train // 4)
             keep = args.keep and os.path.join(args.keep, f"{classes}_classes")
             miou_rows(heads, backbones, classes, args.train, test, miou_size, args.epochs, keep)
 

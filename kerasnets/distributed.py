@@ -136,9 +136,10 @@ class Validation(keras.callbacks.Callback):
     """Adds `val_<name>` to each epoch's logs: `evaluate` over every image of `eval_ds` once, on one device.
 
     For `fit` under a strategy of several replicas, whose own validation hands
-    them padded batches and counts the padding in the loss. Put it first among
-    the callbacks, so the others (History, the progress bar) see the figures.
-    `make_metrics()` gives `(loss, metrics)`, new objects like the compiled ones.
+    them padded batches and counts the padding in the loss. Put it before the
+    callbacks that read the figures (Keras appends History and the progress bar
+    last). `make_metrics()` gives `(loss, metrics)`, new objects like the
+    compiled ones.
     """
 
     def __init__(self, eval_ds, make_metrics):
@@ -146,6 +147,8 @@ class Validation(keras.callbacks.Callback):
         self.eval_ds, self.make_metrics, self.step = eval_ds, make_metrics, None
 
     def on_epoch_end(self, epoch, logs=None):
+        if logs is None:  # no one to see the figures
+            return
         if self.step is None:  # one trace for the whole run
             self.step = scoring_step(self.model, self.make_metrics()[0])
         scores = evaluate(self.model, self.eval_ds, *self.make_metrics(), self.step)

@@ -559,8 +559,12 @@ def train(model, data, *, backbone=None, image_size=None, epochs=10, batch_size=
             backups = [keras.callbacks.BackupAndRestore(backup_dir)]
         else:  # restores from the chief's backup when resuming, writes none
             backups = [distributed.ChiefBackup(backup_dir)] if resume else []
+        # Over several replicas Keras' own validation needs batches padded to split evenly, and counts the padding in
+        # the loss: every image once on one device instead, before the callbacks that read the figures.
+        replicated = strategy.num_replicas_in_sync > 1 and not multi_worker  # (distributed.fit validates its own)
         callbacks = [
             learning_check,
+            *([distributed.Validation(eval_ds, make_metrics)] if replicated else []),
             history_file,
             epoch_line,
             keras.callbacks.TensorBoard(os.path.join(output, "logs")),
@@ -571,13 +575,9 @@ def train(model, data, *, backbone=None, image_size=None, epochs=10, batch_size=
                 history = distributed.fit(net, strategy, train_ds, epochs, eval_ds, callbacks,
                                           verbose, found.train_count, batch_size, make_metrics)
             else:
-                # Over several replicas Keras' own validation needs batches padded to split evenly, and counts the
-                # padding in the loss: every image once on one device instead, first, so the others see it.
-                replicated = strategy.num_replicas_in_sync > 1
-                validation = [distributed.Validation(eval_ds, make_metrics)] if replicated else []
                 # (The data set is shuffled by its pipeline; Keras' own shuffle applies to arrays only.)
                 history = net.fit(train_ds, epochs=epochs, validation_data=None if replicated else eval_ds,
-                                  callbacks=validation + callbacks, verbose=verbose, shuffle=False)
+                                  callbacks=callbacks, verbose=verbose, shuffle=False)
         except BaseException:
             if created and not history_file.rows:  # a new run that failed before its first epoch leaves nothing
                 shutil.rmtree(output, ignore_errors=True)
@@ -590,8 +590,9 @@ def train(model, data, *, backbone=None, image_size=None, epochs=10, batch_size=
         # model.keras computes in float32 whatever the run's precision (portable, exportable; see
         # kerasnets.precision.with_precision for bfloat16 inference), and metrics.json scores that model.
         saved = net if policy == "float32" else precision_lib.with_precision(net, "off")
-        # A fresh functional model over the same layers (built-in only, so plain Keras opens model.keras): it is
-        # compiled and evaluated on its own, leaving the training model's compiled state alone.
+        # A fresh functional model over the same layers (plain Keras opens model.keras; ShuffleNet's and DeepLab's
+        # after `import kerasnets`): it is compiled and evaluated on its own, leaving the training model's compiled
+        # state alone.
         saved = keras.Model(saved.input, saved.output, name=saved.name)
         # The trained optimizer goes with it, so training can go on from the file.
         saved.compile(optimizer=net.optimizer, **loss_and_metrics())

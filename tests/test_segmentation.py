@@ -69,11 +69,11 @@ def test_any_input_size_when_it_is_left_open():
 
 @pytest.mark.parametrize("grid, kernel, rate", [
     ((16, 16), 3, 6), ((16, 16), 3, 12), ((16, 16), 3, 18), ((4, 4), 3, 36), ((5, 7), 3, 2), ((9, 6), (2, 3), 3),
-    ((8, 8), 5, 2)])
+    ((8, 8), 5, 2), ((1, 5), (2, 3), (3, 1))])
 def test_atrous_conv_by_taps_equals_keras_conv2d(grid, kernel, rate, tmp_path):
     """AtrousConv2D against Keras' Conv2D with the same weights: output, gradients (training) and a bfloat16
     policy, on square and oblong grids, rates inside and past the grid, odd and even kernels ("same" pads the
-    rest after); it saves and opens as itself."""
+    rest after; on a grid of one row no tap of an even kernel reads it); it saves and opens as itself."""
     from kerasnets.layers.atrous import AtrousConv2D
     rng = np.random.default_rng(0)
     x = tf.constant(rng.normal(size=(2, *grid, 5)).astype("float32"))
@@ -91,7 +91,7 @@ def test_atrous_conv_by_taps_equals_keras_conv2d(grid, kernel, rate, tmp_path):
         gradients.append(tape.gradient(loss, [x, *layer.trainable_weights]))
     np.testing.assert_allclose(ours(x), reference(x), rtol=1e-5, atol=1e-5)
     for theirs, mine in zip(*gradients):
-        assert rel_max_diff(mine, theirs) < 1e-5
+        np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=1e-5 * max(1.0, float(np.abs(theirs).max())))
     half = {layer: type(layer).from_config({**layer.get_config(), "dtype": "mixed_bfloat16"})
             for layer in (reference, ours)}
     for copy, original in zip(half.values(), (reference, ours)):

@@ -329,8 +329,8 @@ TWO_CPU_DEVICES = textwrap.dedent("""
 def test_segmentation_trains_mirrored_in_bfloat16_and_resumes_after_sigkill(tmp_path):
     """As classification does: two replicas (MirroredStrategy on two CPU devices), bfloat16 compute, killed after
     its first epoch's backup and resumed there; metrics.json is Keras' MeanIoU of the saved model, every test pixel
-    counted once, and its loss the mean over the test pixels (21 test images: during training the last batch is padded
-    with a zero-weight copy to split over the replicas)."""
+    counted once, and its loss the mean over the test pixels (21 test images, which two replicas cannot split evenly:
+    the validation in history.csv scores them on one device)."""
     root = write_digits_on_photos(str(tmp_path / "strokes"), classes=2, train=96, test=21, size=32)
     output = str(tmp_path / "run")
     argv = ["-c", TWO_CPU_DEVICES, "train", "unet", "--backbone", "resnet18", "--data", root, "--image-size", "32",

@@ -31,11 +31,13 @@ class AtrousConv2D(keras.layers.Conv2D):
             return super().convolution_op(inputs, kernel)
         rows = _tap_windows(self.kernel_size[0], self.dilation_rate[0], height)
         columns = _tap_windows(self.kernel_size[1], self.dilation_rate[1], width)
+        if not rows or not columns:  # no tap reads the input (an even kernel on a grid of one): Conv2D's zeros
+            return super().convolution_op(inputs, kernel)
         total = None
         for i, (shift_y, top, bottom) in rows:
             for j, (shift_x, left, right) in columns:
                 window = inputs[:, top + shift_y:bottom + shift_y, left + shift_x:right + shift_x, :]
-                part = keras.ops.conv(window, kernel[i:i + 1, j:j + 1], padding="valid")
+                part = keras.ops.conv(window, kernel[i:i + 1, j:j + 1], padding="valid", data_format="channels_last")
                 if (top, bottom, left, right) != (0, height, 0, width):
                     part = keras.ops.pad(part, [[0, 0], [top, height - bottom], [left, width - right], [0, 0]])
                 total = part if total is None else total + part
