@@ -598,7 +598,7 @@ def train(model, data, *, backbone=None, image_size=None, epochs=10, batch_size=
         saved.compile(optimizer=net.optimizer, **loss_and_metrics())
         # Every image once, on this process alone: no zero-weight padding (Keras' evaluate counts it in the loss's
         # denominator) and one loss over the whole split (Keras' weighs each batch's mean by its image count).
-        results = distributed.evaluate(saved, found.eval.map(one_hot), *make_metrics())
+        results = distributed.evaluate(saved, eval_ds, *make_metrics())
         if segmenting:  # per-class IoU over every test pixel (Keras' MeanIoU gives the mean only)
             results.update(segmentation_scores(confusion_matrix(saved, found.eval, classes)))
         rows = history_file.rows or []
