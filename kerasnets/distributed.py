@@ -19,9 +19,11 @@ those of its own shard), so before every evaluation and before the model is
 saved they are pooled over the workers: `BatchNormPool`. Pooling
 a few hundred numbers per layer once an epoch is cheaper than synchronised
 batch norm, which adds an all-reduce to every batch-norm layer of every step.
-Evaluation then runs on each worker over the whole evaluation set, every image
-once: identical weights give identical metrics on every worker, equal to a
-single-process `model.evaluate` of the saved model (the loss: see `evaluate`).
+Validation is a callback (`Validation`) that runs on each worker over the
+whole evaluation set, every image once: identical weights give identical
+metrics on every worker, equal to a single-process `model.evaluate` of the
+saved model (the loss: see `evaluate`). `fit` under MirroredStrategy takes the
+same callback in place of its own validation.
 """
 
 import keras
@@ -136,10 +138,11 @@ class Validation(keras.callbacks.Callback):
     """Adds `val_<name>` to each epoch's logs: `evaluate` over every image of `eval_ds` once, on one device.
 
     For `fit` under a strategy of several replicas, whose own validation hands
-    them padded batches and counts the padding in the loss. Put it before the
-    callbacks that read the figures (Keras appends History and the progress bar
-    last). `make_metrics()` gives `(loss, metrics)`, new objects like the
-    compiled ones.
+    them padded batches and counts the padding in the loss, and for this
+    module's `fit` (which pools the batch-norm statistics before the callbacks
+    run). Put it before the callbacks that read the figures (Keras appends
+    History and the progress bar last). `make_metrics()` gives `(loss,
+    metrics)`, new objects like the compiled ones.
     """
 
     def __init__(self, eval_ds, make_metrics):
@@ -162,10 +165,11 @@ def _starting_epochs(strategy, epoch):
     return sorted(set(int(e) for e in strategy.experimental_local_results(gather())[0].numpy()))
 
 
-def fit(model, strategy, train_ds, epochs, eval_ds, callbacks, verbose, train_count, batch_size, make_metrics):
-    """Like `model.fit(train_ds, epochs, validation_data=eval_ds, callbacks)`; returns the History.
+def fit(model, strategy, train_ds, epochs, callbacks, verbose, train_count, batch_size):
+    """Like `model.fit(train_ds, epochs, callbacks)`; returns the History.
 
-    `make_metrics()` gives `(loss, metrics)`, new objects like the compiled ones, for the evaluations.
+    Validation is a callback: `Validation`. The batch norms' moving statistics
+    are pooled over the workers at each epoch's end, before the callbacks run.
     """
     steps = max(1, train_count // batch_size)
     train_iterator = _distribute(strategy, train_ds)
@@ -190,7 +194,6 @@ def fit(model, strategy, train_ds, epochs, eval_ds, callbacks, verbose, train_co
                          "worker restores the chief's backup/, so all of them must see the chief's --output "
                          "(a shared disk)")
     pool_batch_norms = BatchNormPool(model, strategy)
-    scoring = scoring_step(model, make_metrics()[0])
     epoch_logs = {}
     for epoch in range(start, epochs):
         model.reset_metrics()
@@ -200,8 +203,7 @@ def fit(model, strategy, train_ds, epochs, eval_ds, callbacks, verbose, train_co
             logs = {k: float(v) for k, v in train_step(train_iterator).items()}
             callback_list.on_train_batch_end(step, logs)
         epoch_logs = dict(logs)
-        pool_batch_norms()
-        epoch_logs.update({f"val_{k}": v for k, v in evaluate(model, eval_ds, *make_metrics(), scoring).items()})
+        pool_batch_norms()  # the same model on every worker before anything scores or saves it
         callback_list.on_epoch_end(epoch, epoch_logs)
         if model.stop_training:
             break

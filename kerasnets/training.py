@@ -560,8 +560,9 @@ def train(model, data, *, backbone=None, image_size=None, epochs=10, batch_size=
         else:  # restores from the chief's backup when resuming, writes none
             backups = [distributed.ChiefBackup(backup_dir)] if resume else []
         # Over several replicas Keras' own validation needs batches padded to split evenly, and counts the padding in
-        # the loss: every image once on one device instead, before the callbacks that read the figures.
-        replicated = strategy.num_replicas_in_sync > 1 and not multi_worker  # (distributed.fit validates its own)
+        # the loss, and distributed.fit has no validation of its own: every image once on one device instead, after
+        # LearningCheck (a diverged epoch stops unscored) and before the callbacks that read the figures.
+        replicated = strategy.num_replicas_in_sync > 1 or multi_worker
         callbacks = [
             learning_check,
             *([distributed.Validation(eval_ds, make_metrics)] if replicated else []),
@@ -572,8 +573,8 @@ def train(model, data, *, backbone=None, image_size=None, epochs=10, batch_size=
         ]
         try:
             if multi_worker:
-                history = distributed.fit(net, strategy, train_ds, epochs, eval_ds, callbacks,
-                                          verbose, found.train_count, batch_size, make_metrics)
+                history = distributed.fit(net, strategy, train_ds, epochs, callbacks, verbose, found.train_count,
+                                          batch_size)
             else:
                 # (The data set is shuffled by its pipeline; Keras' own shuffle applies to arrays only.)
                 history = net.fit(train_ds, epochs=epochs, validation_data=None if replicated else eval_ds,
