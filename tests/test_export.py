@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -67,15 +68,18 @@ def test_int8_tflite_on_raw_uint8_pixels_keeps_accuracy(trained, tmp_path):
     interpreter.allocate_tensors()
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     assert inp["dtype"] == np.uint8 and out["dtype"] == np.uint8
-    assert inp["quantization"] == (1.0, 0)  # the pixel bytes are the input, as MediaPipe feeds them
+    # The pixel bytes are the input as they are (unquantized: cast to float and quantized inside, by operators
+    # XNNPACK runs), as MediaPipe feeds them.
+    assert inp["quantization"] == (0.0, 0)
+    ops = [op["op_name"] for op in interpreter._get_ops_details()]
+    assert ops[:2] == ["CAST", "QUANTIZE"], ops
     model = export.load_model(trained["model"])[0]
     images, labels = export.sample_images(model, trained["digits"])
     keras_accuracy = np.mean(np.argmax(model.predict(images, verbose=0), -1) == labels)
-    scale, zero = inp["quantization"]
     correct = 0
     for image, label in zip(images, labels):
         pixels = np.round(image).astype(np.uint8)[None]  # what a camera gives
-        interpreter.set_tensor(inp["index"], np.clip(np.round(pixels / scale + zero), 0, 255).astype(np.uint8))
+        interpreter.set_tensor(inp["index"], pixels)
         interpreter.invoke()
         correct += int(np.argmax(interpreter.get_tensor(out["index"])[0]) == label)
     int8_accuracy = correct / len(labels)
@@ -270,3 +274,26 @@ def test_errors_are_one_line(trained, tmp_path, argv, message):
     err = [line for line in result.stderr.splitlines() if line.startswith("kerasnets")]
     assert err and message in err[-1], result.stderr[-2000:]
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("mode", ["torch", "rgb_mean", "tf"])
+def test_a_per_channel_normalisation_runs_on_whole_rows_in_tflite(mode, tmp_path):
+    """LiteRT's XNNPACK applies a 3-value constant pixel by pixel (5-7x slower); the export tiles it along rows."""
+    from kerasnets.layers.preprocessing import preprocessing
+
+    inputs = keras.Input((32, 32, 3), name="image")  # (the export takes square images)
+    x = preprocessing(mode)(inputs)
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(x)
+    outputs = keras.layers.Dense(5, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, outputs)
+    path, _ = export.export(model, format="tflite", output=str(tmp_path / "m.tflite"))
+    runner = export.TFLiteRunner(path)
+    ops = [op["op_name"] for op in runner.interpreter._get_ops_details()]
+    before_conv = ops[:ops.index("CONV_2D")]  # rows of width x 3 values, scaled (not rgb_mean's 1) and offset
+    if mode == "tf":  # one scale and one offset: nothing to tile
+        assert "RESHAPE" not in before_conv, ops
+    else:
+        assert before_conv[0] == before_conv[-1] == "RESHAPE" and len(before_conv) == (4 if mode == "torch" else 3), ops
+    assert ops.count("DELEGATE") == 1, ops  # one XNNPACK partition: shapes are static
+    images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(runner(images), model.predict(images, verbose=0), atol=1e-6)
