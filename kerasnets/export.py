@@ -113,14 +113,17 @@ def _on_pixels(model):
     """
     plain = lambda images: model(images, training=False)  # noqa: E731
     layer = next((layer for layer in model.layers if layer.name == kn_layers.PREPROCESS_NAME), None)
-    height, width = model.input_shape[1:3]
-    if (not isinstance(layer, keras.layers.Rescaling) or np.ndim(layer.scale) + np.ndim(layer.offset) == 0
-            or None in (height, width) or graph.parents(layer) != [model.layers[0]]
-            or graph.children(model.layers[0], {la.name: la for la in model.layers}) != [layer]):
+    if not isinstance(layer, keras.layers.Rescaling) or layer.compute_dtype != "float32" or len(model.inputs) != 1:
         return plain
-    scale, offset = (np.tile(np.broadcast_to(np.asarray(v, np.float32), (3,)), width)
-                     for v in (layer.scale, layer.offset))
-    after = keras.Model(layer.output, model.output, name=f"{model.name}_after_preprocessing")
+    source = model.layers[0]
+    if graph.parents(layer) != [source] or graph.children(source, {op.name: op for op in model.operations}) != [layer]:
+        return plain  # the normalisation is not the one reader of the input
+    height, width = model.input_shape[1:3]
+    scale, offset = (np.asarray(v, np.float32).reshape(-1) for v in (layer.scale, layer.offset))
+    if None in (height, width) or max(scale.size, offset.size) != 3 or {scale.size, offset.size} - {1, 3}:
+        return plain  # nothing to tile: one scale and one offset for every channel
+    scale, offset = (np.tile(np.broadcast_to(v, (3,)), width) for v in (scale, offset))
+    after = graph.model_after(model, layer, name=f"{model.name}_after_preprocessing")
 
     def call(images):  # static shapes: a shape computed at run time would split LiteRT's XNNPACK graph
         rows = tf.reshape(images, [-1, height, width * 3]) * scale + offset

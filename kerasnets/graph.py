@@ -40,3 +40,22 @@ def layers_in_network_order(model):
         depth[layer.name] = 1 + max((depth.get(p.name, 0) for p in parents(layer)), default=-1)
     index = {layer.name: i for i, layer in enumerate(model.layers)}
     return sorted(model.layers, key=lambda layer: (depth[layer.name], index[layer.name]))
+
+
+def model_after(model, layer, name=None):
+    """A keras.Model from `layer`'s output to `model`'s outputs, sharing `model`'s layers (and weights).
+
+    Keras builds a model that starts inside another by copying the graph's
+    nodes onto the same layers, so every later layer would appear called twice
+    (and `parents`/`children` would say so, here and in `model`); those added
+    nodes are taken off the layers again: the new model keeps its own.
+    """
+    import keras
+
+    operations = model.operations
+    kept = {id(op): (len(op._inbound_nodes), len(op._outbound_nodes)) for op in operations}
+    after = keras.Model(layer.output, model.output, name=name)
+    for op in operations:
+        inbound, outbound = kept[id(op)]
+        del op._inbound_nodes[inbound:], op._outbound_nodes[outbound:]
+    return after

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kerasnets import cli, data, export, tflite_metadata, training
+from kerasnets import cli, data, export, graph, tflite_metadata, training
 import without_kerasnets
 from image_folders import write_digits_folder
 
@@ -282,11 +282,12 @@ def test_a_per_channel_normalisation_runs_on_whole_rows_in_tflite(mode, tmp_path
     from kerasnets.layers.preprocessing import preprocessing
 
     inputs = keras.Input((32, 32, 3), name="image")  # (the export takes square images)
-    x = preprocessing(mode)(inputs)
-    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(x)
+    normalise, conv = preprocessing(mode), keras.layers.Conv2D(4, 3, padding="same", activation="relu")
+    x = conv(normalise(inputs))
     outputs = keras.layers.Dense(5, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x))
     model = keras.Model(inputs, outputs)
     path, _ = export.export(model, format="tflite", output=str(tmp_path / "m.tflite"))
+    assert graph.parents(conv) == [normalise]  # the model's own graph is as it was (one call of each layer)
     runner = export.TFLiteRunner(path)
     ops = [op["op_name"] for op in runner.interpreter._get_ops_details()]
     before_conv = ops[:ops.index("CONV_2D")]  # rows of width x 3 values, scaled (not rgb_mean's 1) and offset
