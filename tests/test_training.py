@@ -156,6 +156,9 @@ def test_bare_backbone_files_fill_a_model_with_a_weighted_normalisation(suffix, 
     for layer in (layer for layer in bare.layers if layer.weights):
         for mine, theirs in zip(model.get_layer(layer.name).weights, layer.weights):
             np.testing.assert_array_equal(mine.numpy(), theirs.numpy(), err_msg=mine.path)
+    # trying the file on the network behind the normalisation leaves the graph as built (a layer that looked
+    # called twice would stop bfloat16's batch-norm folding later)
+    assert all(len(layer._inbound_nodes) == 1 for layer in model.layers[1:]), model.name
     model.trainable = True  # what a fine-tuning script does: the normalisation stays frozen once trained
     training.freeze(model)
     assert not model.get_layer("image.Preprocess").trainable

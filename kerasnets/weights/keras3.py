@@ -12,13 +12,12 @@ def load(model, path, assign):
     # A `.weights.h5` file lists layers by kind and position, so a model that normalises raw pixels with a
     # weighted layer (caffe's channel flip, a 1x1 convolution) first tries the file on the network behind that
     # layer: the layout of a file saved from the bare builder.
-    import keras
-
+    from kerasnets import graph
     from kerasnets.layers import PREPROCESS_NAME
 
     targets = [model]
     if any(layer.name == PREPROCESS_NAME and layer.weights for layer in model.layers):
-        targets.insert(0, keras.Model(model.get_layer(PREPROCESS_NAME).output, model.outputs))
+        targets.insert(0, graph.model_after(model, model.get_layer(PREPROCESS_NAME)))
     errors = []
     for target in targets:
         try:
