@@ -48,14 +48,18 @@ def model_after(model, layer, name=None):
     Keras builds a model that starts inside another by copying the graph's
     nodes onto the same layers, so every later layer would appear called twice
     (and `parents`/`children` would say so, here and in `model`); those added
-    nodes are taken off the layers again: the new model keeps its own.
+    nodes are taken off the layers again, even when building fails. The result
+    is for calling, loading weights into and tracing for export: with its nodes
+    gone from the layers, its `get_config`, `save` and a model built on its
+    tensors fail.
     """
     import keras
 
     operations = model.operations
     kept = {id(op): (len(op._inbound_nodes), len(op._outbound_nodes)) for op in operations}
-    after = keras.Model(layer.output, model.output, name=name)
-    for op in operations:
-        inbound, outbound = kept[id(op)]
-        del op._inbound_nodes[inbound:], op._outbound_nodes[outbound:]
-    return after
+    try:
+        return keras.Model(layer.output, model.output, name=name)
+    finally:
+        for op in operations:
+            inbound, outbound = kept[id(op)]
+            del op._inbound_nodes[inbound:], op._outbound_nodes[outbound:]
