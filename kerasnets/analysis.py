@@ -29,8 +29,8 @@ import keras
 from kerasnets import features, graph
 
 UNALIGNED = "unaligned"
-MACS_NOTE = ("MACs count convolutions (grouped/depthwise/separable) and dense layers; normalisation, "
-             "activations and pooling are not counted.")
+MACS_NOTE = ("MACs count convolutions (grouped/depthwise/separable/transposed) and dense layers; "
+             "normalisation, activations and pooling are not counted.")
 _MERGES = (keras.layers.Concatenate, keras.layers.Add, keras.layers.Multiply, keras.layers.Average,
            keras.layers.Maximum, keras.layers.Subtract)
 _GLOBAL = (keras.layers.GlobalAveragePooling2D, keras.layers.GlobalMaxPooling2D, keras.layers.Flatten,
@@ -41,6 +41,10 @@ def layer_macs(layer):
     """Multiply-adds of one call of `layer` (its first node) per example."""
     if isinstance(layer, keras.layers.Dense):
         return int(layer.input.shape[-1]) * layer.units
+    if isinstance(layer, keras.layers.Conv2DTranspose):  # every input position scatters a kernel per output channel
+        in_h, in_w, c_in = (int(d) for d in layer.input.shape[1:])
+        kh, kw = layer.kernel_size
+        return in_h * in_w * kh * kw * c_in * layer.filters
     if not isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D)):
         return 0
     out_h, out_w = layer.output.shape[1:3]

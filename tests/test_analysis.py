@@ -45,6 +45,18 @@ def test_grouped_conv_and_dense_macs():
     assert analysis.layer_macs(model.get_layer("fc")) == 4 * 4 * 32 * 10
 
 
+def test_transposed_conv_macs_are_those_of_its_adjoint_convolution():
+    """A transposed convolution is the gradient of a strided convolution from its output back to its input: the
+    same products, so the same multiply-adds (FCN's and U-Net's learnable upsampling)."""
+    inputs = keras.Input((8, 6, 21))
+    up = keras.layers.Conv2DTranspose(5, 16, strides=8, padding="same", name="up")(inputs)
+    down = keras.layers.Conv2D(21, 16, strides=8, padding="same", name="down")(up)
+    model = _model(inputs, down)
+    assert model.get_layer("down").output.shape[1:3] == (8, 6)
+    assert analysis.layer_macs(model.get_layer("up")) == analysis.layer_macs(model.get_layer("down")) \
+        == 8 * 6 * 16 * 16 * 21 * 5
+
+
 def test_receptive_field_of_a_conv_pool_chain():
     # Hand-computed with r += (k-1) * S, P += p * S, S *= s (Araujo et al. 2019):
     # conv 3x3/1 valid: r 3, S 1, P 0; maxpool 2x2/2: r 4, S 2, P 0; conv 3x3/1 same (p 1): r 8, S 2, P 2;

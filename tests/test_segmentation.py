@@ -184,6 +184,28 @@ def test_fcn_upsampling_starts_as_bilinear_resizing():
     np.testing.assert_array_equal(fcn.get_layer("upscore").get_weights()[0], segmentation.bilinear_kernel(8, 4))
 
 
+def test_unet_starts_from_its_coarse_scores_and_can_be_the_papers_decoder_alone():
+    """The full-resolution scores start at zero, so a fresh U-Net's logits are its reduction-8 scores upsampled
+    bilinearly (as FCN-8s'); training then moves both. coarse_scores=False: the paper's decoder, scored at the end."""
+    unet = segmentation.unet("resnet18", classes=4, input_shape=SHAPE, classifier_activation=None)
+    images = _images()
+    coarse = keras.Model(unet.input, [unet.get_layer("score_8").output, unet.get_layer("upscore").output])
+    scores_8, upsampled = (np.asarray(t) for t in coarse(images))
+    np.testing.assert_allclose(np.asarray(unet(images)), upsampled, atol=1e-6)
+    assert np.abs(upsampled).max() > 0.1  # not zeros everywhere: the coarse path carries the scores
+    resized = tf.image.resize(scores_8, SHAPE[:2], method="bilinear").numpy()
+    np.testing.assert_allclose(upsampled[:, 8:-8, 8:-8], resized[:, 8:-8, 8:-8], atol=1e-4)
+    assert _input_of(unet, "score_8") == ["decoder2"] and _input_of(unet, "Logits") == ["decoder5"]
+    np.testing.assert_array_equal(unet.get_layer("Logits").get_weights()[0], 0)
+
+    plain = segmentation.unet("resnet18", classes=4, input_shape=SHAPE, coarse_scores=False)
+    names = {layer.name for layer in plain.layers}
+    assert {"score_8", "upscore", "fuse"} & names == set() and _input_of(plain, "Logits") == ["decoder5"]
+    assert plain.count_params() == unet.count_params() - (128 * 4 + 4) - 16 * 16 * 4 * 4 + 4  # Logits' bias back
+    with pytest.raises(TypeError, match="coarse_scores must be True or False, got coarse_scores='yes'"):
+        segmentation.unet("resnet18", coarse_scores="yes")
+
+
 def test_sizes_the_head_cannot_restore_are_refused_with_the_nearest_valid_one():
     with pytest.raises(ValueError, match=r"input_shape=\(100, 96, 3\): unet on resnet18 needs sides that are "
                                          r"multiples of 32; the nearest valid input is \(96, 96, 3\)"):
@@ -249,7 +271,7 @@ def test_a_frozen_backbone_keeps_its_weights_and_the_head_trains():
     model = segmentation.unet("mobilenet_v1_025", classes=2, input_shape=(32, 32, 3), freeze_backbone=True)
     frozen = {layer.name for layer in model.layers if layer.weights and not layer.trainable}
     assert "Conv2d_0.Conv2D" in frozen and "Conv2d_13_pointwise.BatchNorm" in frozen
-    assert not any(name.startswith(("decoder", "Logits")) for name in frozen)
+    assert not any(name.startswith(("decoder", "Logits", "score_8", "upscore")) for name in frozen)
     before = model.get_layer("Conv2d_0.Conv2D").get_weights()[0].copy()
     model.compile("adam", "sparse_categorical_crossentropy")
     model.fit(_images((32, 32, 3)), np.zeros((2, 32, 32), "int32"), epochs=1, verbose=0)

@@ -159,8 +159,8 @@ def test_a_frozen_backbone_leaves_the_whole_head_to_train():
     frozen = {layer.name for layer in model.layers if layer.weights and not layer.trainable}
     trained = {layer.name for layer in model.layers if layer.weights and layer.trainable}
     assert "conv1.Conv2D" in frozen and "block4.unit_2.basic.conv2" in frozen
-    assert {"decoder.stage1.conv1", "decoder.stage5.conv2.BatchNorm", "Logits"} <= trained
-    assert all(name.startswith(("decoder.", "Logits")) for name in trained)
+    assert {"decoder.stage1.conv1", "decoder.stage5.conv2.BatchNorm", "Logits", "score_8", "upscore"} <= trained
+    assert all(name.startswith(("decoder.", "Logits", "score_8", "upscore")) for name in trained)
 
 
 def test_segmentation_arguments_are_checked_before_any_work(strokes, tmp_path, capsys):
