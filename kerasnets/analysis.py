@@ -6,7 +6,8 @@ branches count at the module; the aux head at AuxLogits).
 
 Multiply-adds (MACs) count convolutions -- grouped, depthwise and separable
 too -- and dense layers: k_h * k_w * (c_in / groups) * c_out per output
-position. Normalisation, activations and pooling are not counted.
+position; a transposed convolution's per input position. Normalisation,
+activations and pooling are not counted.
 
 Receptive fields follow Araujo, Norris & Sim, "Computing Receptive Fields of
 Convolutional Neural Networks", Distill 2019: along a path,
@@ -42,7 +43,7 @@ def layer_macs(layer):
     if isinstance(layer, keras.layers.Dense):
         return int(layer.input.shape[-1]) * layer.units
     if isinstance(layer, keras.layers.Conv2DTranspose):  # every input position scatters a kernel per output channel
-        in_h, in_w, c_in = (int(d) for d in layer.input.shape[1:])
+        in_h, in_w, c_in = (int(d) for d in layer.input.shape[1:])  # channels last, as every kerasnets model
         kh, kw = layer.kernel_size
         return in_h * in_w * kh * kw * c_in * layer.filters
     if not isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D)):

@@ -261,7 +261,7 @@ def unet(backbone="resnet18", classes=21, decoder_filters=UNET_DECODER_FILTERS, 
     skip_reductions = tuple(r for r in (16, 8, 4, 2) if r in available)
     taps = _taps(net, (32,) + skip_reductions)
     settings = HEAD_SETTINGS
-    x = taps[32]
+    x, coarse = taps[32], None
     for stage, filters in enumerate(decoder_filters, start=1):
         reduction = 32 >> stage
         scope = f"decoder.stage{stage}"
