@@ -230,8 +230,8 @@ def test_readmes_unet_command_learns_strokes_on_photos_with_the_defaults(unet_ru
     model = keras.saving.load_model(os.path.join(output, "model.keras"))
     assert np.abs(model.get_layer("Logits").get_weights()[0]).max() > 0.01
     coarse = keras.Model(model.input, model.get_layer("upscore").output).predict(images, verbose=0).argmax(-1)
-    np.testing.assert_array_equal(model.predict(images, verbose=0).argmax(-1), predicted)
-    assert np.mean(predicted == masks) > np.mean(coarse == masks)
+    full = model.predict(images, verbose=0).argmax(-1)
+    assert np.mean(full == masks) > np.mean(coarse == masks)
 
 
 PLAIN_KERAS = """
