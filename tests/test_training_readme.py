@@ -41,7 +41,7 @@ def readme_runs(digits, tmp_path_factory):
         assert argv[0] == "kerasnets"
         output = argv[argv.index("--output") + 1]
         results[os.path.basename(output)] = {"argv": argv[1:], "rc": cli.main(argv[1:] + ["--verbose", "0"]),
-                                             "output": output}
+                                             "output": output, "size": int(argv[argv.index("--image-size") + 1])}
     return results
 
 
@@ -84,7 +84,7 @@ def test_a_training_run_leaves_what_it_promises(readme_runs, digits, capsys):
     assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
     # The saved model takes raw pixels (its normalisation is its first layer) and scores what metrics.json says.
     correct = total = 0
-    for images, labels in data.load(digits, 32, 64).eval:
+    for images, labels in data.load(digits, run["size"], 64).eval:
         correct += int(np.sum(np.argmax(model.predict(images, verbose=0), axis=1) == labels.numpy()))
         total += int(labels.shape[0])
     assert total == 359 and abs(correct / total - metrics["accuracy"]) < 1e-6
@@ -104,7 +104,7 @@ print(type(model).__name__, [m for m in sys.modules if m.startswith("kerasnets")
 @pytest.mark.parametrize("run", ["nin", "resnet18"])  # "tf" and "torch" preprocessing
 def test_trained_model_opens_with_plain_keras(run, readme_runs, digits, tmp_path):
     path = os.path.join(readme_runs[run]["output"], "model.keras")
-    images = np.concatenate([x.numpy() for x, _ in data.load(digits, 32, 64).eval])[:100]
+    images = np.concatenate([x.numpy() for x, _ in data.load(digits, readme_runs[run]["size"], 64).eval])[:100]
     np.save(tmp_path / "images.npy", images)
     result = without_kerasnets.run(PLAIN_KERAS, path, tmp_path / "images.npy", tmp_path / "plain.npy")
     assert result.returncode == 0, result.stderr[-3000:]
