@@ -11,18 +11,18 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kerasnets import cli, data, export, graph, tflite_metadata, training
+from kerasnets import cli, data, export, graph, tflite_metadata
 import without_kerasnets
-from image_folders import write_digits_folder
+from readme_runs import readme_first_run
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """NIN trained on scikit-learn's digits with the default recipe, as `kerasnets train` leaves it."""
-    root = tmp_path_factory.mktemp("export")
-    digits = write_digits_folder(str(root / "digits"))
-    training.train("nin", digits, image_size=16, epochs=8, output=str(root / "run"), verbose=0)
-    return {"model": str(root / "run" / "model.keras"), "digits": digits, "root": root}
+    """NIN trained on scikit-learn's digits with the defaults: README's first training example, as it leaves it
+    (shared with test_training_readme.py: read it, write elsewhere)."""
+    run = readme_first_run(tmp_path_factory)
+    assert run["rc"] == 0
+    return {"model": os.path.join(run["output"], "model.keras"), "digits": run["digits"]}
 
 
 @pytest.mark.parametrize("fmt, quantize", [("saved_model", "none"), ("tflite", "none"), ("tflite", "float16"),

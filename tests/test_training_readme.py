@@ -13,35 +13,23 @@ import pytest
 import kerasnets
 from kerasnets import cli, data, export, precision, recipes, training
 import without_kerasnets
-
-TESTS = os.path.dirname(os.path.abspath(__file__))
-
-
-README = os.path.join(TESTS, "..", "README.md")
-
-
-def readme_training_commands():
-    """The `kerasnets train` lines of README's Training section, comments dropped."""
-    text = open(README, encoding="utf8").read()
-    section = text[text.index("## Training"):]
-    block = section[section.index("```bash") + len("```bash"):]
-    block = block[:block.index("```")]
-    commands = [line.split("#")[0].strip() for line in block.splitlines() if line.startswith("kerasnets train")]
-    assert len(commands) >= 4, block
-    return commands
+from readme_runs import readme_first_run, readme_training_commands, run_readme_command
 
 
 @pytest.fixture(scope="module")
 def readme_runs(digits, tmp_path_factory):
-    """README's training examples run as written (ROOT: the digits folder; runs/ in a temporary directory)."""
+    """README's training examples run as written (ROOT: the digits folder; runs/ in a temporary directory). The
+    first (NIN) is shared with test_export.py, run once by whichever file asks first, on its own digits folder."""
     runs = str(tmp_path_factory.mktemp("readme") / "runs")
+    first, *rest = readme_training_commands()
     results = {}
-    for command in readme_training_commands():
-        argv = shlex.split(command.replace("ROOT", digits).replace("runs/", runs + "/"))
-        assert argv[0] == "kerasnets"
-        output = argv[argv.index("--output") + 1]
-        results[os.path.basename(output)] = {"argv": argv[1:], "rc": cli.main(argv[1:] + ["--verbose", "0"]),
-                                             "output": output, "size": int(argv[argv.index("--image-size") + 1])}
+    for command in rest:
+        run = run_readme_command(command, digits, runs)
+        results[os.path.basename(run["output"])] = run
+    run = readme_first_run(tmp_path_factory)
+    assert run["argv"] == shlex.split(first.replace("ROOT", run["digits"])
+                                      .replace("runs/", os.path.dirname(run["output"]) + "/"))[1:]
+    results[os.path.basename(run["output"])] = run
     return results
 
 
