@@ -71,17 +71,21 @@ def run_slim_net(net, arg_scope, images, checkpoint_prefix, seed=0, **kwargs):
         with slim.arg_scope(arg_scope()), slim.arg_scope([slim.batch_norm], zero_debias_moving_mean=True):
             logits, end_points = net(inputs, is_training=False, **kwargs)
         variables = tf.compat.v1.global_variables()
+        values = {}
+        for variable in variables:
+            shape = variable.shape.as_list()
+            name = variable.op.name
+            if name.endswith("moving_variance"):
+                value = rng.uniform(0.5, 1.5, shape)
+            elif name.endswith(("moving_mean", "beta", "biases")):
+                value = rng.normal(0.0, 0.2, shape)
+            else:
+                value = rng.normal(0.0, np.sqrt(2.0 / max(int(np.prod(shape[:-1])), 1)), shape)
+            # Fed as the initial value (what Variable.load does), all in one session.run: a run per variable
+            # prepares the whole graph again each time (70 s of Inception-ResNet v2's 88 s).
+            values[variable.initializer.inputs[1]] = value.astype("float32")
         with tf.compat.v1.Session(graph=graph) as session:
-            for variable in variables:
-                shape = variable.shape.as_list()
-                name = variable.op.name
-                if name.endswith("moving_variance"):
-                    value = rng.uniform(0.5, 1.5, shape)
-                elif name.endswith(("moving_mean", "beta", "biases")):
-                    value = rng.normal(0.0, 0.2, shape)
-                else:
-                    value = rng.normal(0.0, np.sqrt(2.0 / max(int(np.prod(shape[:-1])), 1)), shape)
-                variable.load(value.astype("float32"), session)
+            session.run([variable.initializer for variable in variables], values)
             outputs = session.run({**end_points, "__logits__": logits}, {inputs: images})
             tf.compat.v1.train.Saver(variables).save(session, checkpoint_prefix, write_meta_graph=False)
     logits = outputs.pop("__logits__")
