@@ -96,6 +96,7 @@ def pack_slim_archive(prefix, archive, member):
     """Packs the checkpoint at `prefix` as slim packs its downloads: `archive` (a .tar.gz/.tgz, its folder made
     here) holding the checkpoint's files under the prefix `member`."""
     os.makedirs(os.path.dirname(archive), exist_ok=True)
-    with tarfile.open(archive, "w:gz") as tar:
+    # gzip's fastest level: random weights do not compress, and level 9 took ~20 s on VGG-16's 553 MB
+    with tarfile.open(archive, "w:gz", compresslevel=1) as tar:
         for path in glob.glob(prefix + ".*"):
             tar.add(path, arcname=os.path.basename(path).replace(os.path.basename(prefix), member))
