@@ -170,10 +170,15 @@ def bilinear_kernel(factor, channels):
 
 
 def _upsample(x, factor, classes, name):
+    # The bilinear start is assigned, not given as the layer's initializer: a Constant initializer writes its
+    # whole value into the model's config (FCN-32s' 64x64x21x21 kernel: a 10 MB config.json in every .keras
+    # file). A model rebuilt from its config alone (clone_model without weights) starts from Keras' default.
     kernel = bilinear_kernel(factor, classes)
-    return keras.layers.Conv2DTranspose(classes, kernel.shape[0], strides=factor, padding="same", use_bias=False,
-                                        kernel_initializer=keras.initializers.Constant(kernel.tolist()),
-                                        name=name)(x)
+    layer = keras.layers.Conv2DTranspose(classes, kernel.shape[0], strides=factor, padding="same", use_bias=False,
+                                         name=name)
+    upsampled = layer(x)
+    layer.kernel.assign(kernel)
+    return upsampled
 
 
 def fcn(backbone="vgg16", skips=8, classes=21, backbone_weights=None, input_shape=None, input_tensor=None,

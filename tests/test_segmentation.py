@@ -1,5 +1,6 @@
 """FCN, U-Net and DeepLab v3 heads on backbones of several families: shapes, taps, initialisation, input channels."""
 
+import json
 import os
 
 import keras
@@ -182,6 +183,11 @@ def test_fcn_upsampling_starts_as_bilinear_resizing():
         np.testing.assert_allclose(ours, resized[0, factor:-factor, factor:-factor, 0], atol=1e-5)
     fcn = segmentation.fcn("resnet18", skips=8, classes=4, input_shape=SHAPE)
     np.testing.assert_array_equal(fcn.get_layer("upscore").get_weights()[0], segmentation.bilinear_kernel(8, 4))
+    # The bilinear start lives in the weights, not in the config that every .keras file carries as JSON:
+    # FCN-32s' 64x64x21x21 kernel written as an initializer's value was 10 MB of config.
+    fcn32 = segmentation.fcn("resnet18", skips=32, classes=21, input_shape=SHAPE)
+    np.testing.assert_array_equal(fcn32.get_layer("upscore").get_weights()[0], segmentation.bilinear_kernel(32, 21))
+    assert len(json.dumps(fcn32.get_config())) < 200_000
 
 
 def test_unet_starts_from_its_coarse_scores_and_can_be_the_papers_decoder_alone():
