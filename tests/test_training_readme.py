@@ -5,6 +5,7 @@ import dataclasses
 import json
 import os
 import shlex
+import shutil
 
 import keras
 import numpy as np
@@ -52,7 +53,7 @@ def test_readme_training_examples_learn_with_the_defaults(readme_runs):
         "batch_norm_statistics_batches"] == 45
 
 
-def test_a_training_run_leaves_what_it_promises(readme_runs, digits, capsys):
+def test_a_training_run_leaves_what_it_promises(readme_runs, digits, capsys, tmp_path):
     run = readme_runs["nin"]
     output = run["output"]
     metrics = json.load(open(os.path.join(output, "metrics.json")))
@@ -76,9 +77,14 @@ def test_a_training_run_leaves_what_it_promises(readme_runs, digits, capsys):
         correct += int(np.sum(np.argmax(model.predict(images, verbose=0), axis=1) == labels.numpy()))
         total += int(labels.shape[0])
     assert total == 359 and abs(correct / total - metrics["accuracy"]) < 1e-6
-    # A second run into the same directory is refused.
-    assert cli.main(run["argv"]) == 2
+    # A second run into the same directory is refused (on a copy: the run is shared with other tests).
+    copy = str(tmp_path / "nin")
+    shutil.copytree(output, copy)
+    argv = list(run["argv"])
+    argv[argv.index("--output") + 1] = copy
+    assert cli.main(argv) == 2
     assert "--resume" in capsys.readouterr().err
+    assert sorted(os.listdir(copy)) == sorted(os.listdir(output))
 
 
 PLAIN_KERAS = """
@@ -118,7 +124,7 @@ def test_bfloat16_inference_agrees_with_float32(readme_runs, digits, capsys):
     assert [layer.name for layer in fast.layers] == [layer.name for layer in model.layers]
     assert not [layer for layer in fast.layers if isinstance(layer, keras.layers.BatchNormalization)]
     np.testing.assert_array_equal(fast.get_layer("Logits").kernel.numpy(), model.get_layer("Logits").kernel.numpy())
-    batches = list(data.load(digits, 32, 64).eval)
+    batches = list(data.load(digits, readme_runs["resnet18"]["size"], 64).eval)
     images = np.concatenate([x.numpy() for x, _ in batches])
     labels = np.concatenate([np.asarray(y).reshape(len(y), -1).argmax(1) if np.ndim(y) > 1 else np.asarray(y)
                              for _, y in batches])
