@@ -88,6 +88,57 @@ def test_int8_tflite_on_raw_uint8_pixels_keeps_accuracy(trained, tmp_path):
     assert abs(int8_accuracy - keras_accuracy) <= 0.01
 
 
+def test_an_int8_file_writes_each_quantization_vector_once():
+    """Per-channel scales and zero points as the converter wrote them, each distinct vector stored once."""
+    from ai_edge_litert.interpreter import Interpreter
+    from mediapipe.tasks.metadata import schema_py_generated as model_fb
+
+    inputs = keras.Input((16, 16, 3))
+    x = inputs
+    for filters in (32, 32, 64, 64):  # two of each width: equal zero-point vectors to share
+        x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu")(x)
+    outputs = keras.layers.Dense(4, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x))
+    converter = tf.lite.TFLiteConverter.from_keras_model(keras.Model(inputs, outputs))
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    rng = np.random.default_rng(0)
+    converter.representative_dataset = lambda: ([rng.uniform(0, 1, (1, 16, 16, 3)).astype("float32")]
+                                                for _ in range(8))
+    converted = converter.convert()
+    written = tflite_metadata.populate(converted, tflite_metadata.classifier_metadata("m", "test", "1", "test"))
+
+    def zero_point_vectors(content):
+        graph = model_fb.Model.GetRootAs(bytearray(content), 0).Subgraphs(0)
+        tensors = [graph.Tensors(i).Quantization() for i in range(graph.TensorsLength())]
+        vectors = [q.ZeroPointAsNumpy() for q in tensors if q is not None and q.ZeroPointLength() > 1]
+        where = {(v.__array_interface__["data"][0], v.nbytes) for v in vectors}  # views into the file's bytes
+        return vectors, where, {v.tobytes() for v in vectors}
+
+    vectors, where, distinct = zero_point_vectors(converted)
+    count = len(vectors)
+    assert count >= 8 and len(where) == count and len(distinct) == 3  # the converter: a vector per filter and bias
+    vectors, where, distinct = zero_point_vectors(written)
+    assert len(vectors) == count and len(where) == len(distinct) == 3  # 32, 64 and 4 zeros, stored once each
+
+    # What LiteRT reads is the converter's model: every tensor's quantization, and the scores, bit for bit.
+    image = rng.uniform(0, 1, (1, 16, 16, 3)).astype("float32")
+    read = []
+    for content in (converted, written):
+        interpreter = Interpreter(model_content=content)
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], image)
+        interpreter.invoke()
+        tensors = [(t["name"], t["dtype"], list(t["shape"]), t["quantization_parameters"])
+                   for t in interpreter.get_tensor_details()]
+        read.append((tensors, interpreter.get_tensor(interpreter.get_output_details()[0]["index"])))
+    assert len(read[0][0]) == len(read[1][0])
+    for before, after in zip(read[0][0], read[1][0]):
+        assert before[:3] == after[:3]
+        for key in ("scales", "zero_points", "quantized_dimension"):
+            np.testing.assert_array_equal(before[3][key], after[3][key], err_msg=f"{before[0]}: {key}")
+    np.testing.assert_array_equal(read[0][1], read[1][1])
+
+
 @pytest.mark.parametrize("quantize", ["none", "int8"])
 def test_mediapipe_image_classifier_reads_the_export_as_an_app_would(trained, tmp_path, quantize):
     """MediaPipe Tasks loads the file as written, classifies as well as Keras, and names every answer."""
