@@ -7,6 +7,7 @@ setup(
     long_description=open("README.md", encoding="utf8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["kerasnets", "kerasnets.*"]),
+    package_data={"kerasnets": ["imagenet_classes.txt"]},  # ImageNet's class names, for exports' metadata
     python_requires=">=3.10",
     install_requires=[
         "tensorflow>=2.16",

@@ -45,7 +45,8 @@ BYTES_SIGNATURE = "serving_bytes"
 
 
 def load_model(model, weights=None, model_args=None):
-    """A Keras model taking raw pixels, its name and its labels (or None)."""
+    """A Keras model taking raw pixels, its name and its labels (or None): a .keras file's from its labels.txt or
+    card, a registry model's from its published weights (ImageNet's classes)."""
     if isinstance(model, keras.Model):
         return model, model.name, None
     if not isinstance(model, str):
@@ -60,7 +61,12 @@ def load_model(model, weights=None, model_args=None):
     size = config.default_size
     inputs, x = kn_layers.raw_pixel_input(size, config.preprocessing_for(weights))
     net = config.builder(weights=weights, input_tensor=x, **(model_args or {}))
-    return net, model, None
+    published = config.pretrained(weights) if isinstance(weights, str) and weights in config.weight_tags else None
+    # Published weights with their classifier: apps answer with ImageNet's names.
+    with_classifier = (model_args or {}).get("include_top", True) and net.output_shape[-1] == getattr(
+        published, "classes", None)
+    labels = published.class_names() if published and with_classifier else None
+    return net, model, labels
 
 
 def is_segmenter(model):

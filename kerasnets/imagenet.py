@@ -1,5 +1,19 @@
 """ImageNet helpers in keras.applications' style, for any registered model."""
 
+import os
+
+# ImageNet-1k's class names in class-index order (0 "tench", 1 "goldfish", ...): torchvision's categories (its
+# weights' `meta["categories"]`), the names made unique where WordNet repeats a lemma ("crane" the bird, 134, and
+# the machine, 517). Shipped with the package, so an export names its classes without a download.
+CLASSES_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "imagenet_classes.txt")
+
+
+def class_names(background=False):
+    """ImageNet-1k's 1000 class names in index order; with `background=True` TF-slim's 1001, "background" first."""
+    with open(CLASSES_FILE, encoding="utf8") as f:
+        names = [line.rstrip("\n") for line in f]
+    return ["background", *names] if background else names
+
 
 def preprocess_input(x, data_format=None, model="inception_v3", weights=None):
     """Normalises RGB pixels in [0, 255] as registered `model`'s weights expect.

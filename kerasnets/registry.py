@@ -60,6 +60,12 @@ class PretrainedWeights:
     # 224 of 256, timm's crop_pct); None where the publisher does not say.
     crop_fraction: Optional[float] = None
 
+    def class_names(self):
+        """The name of each class the classifier scores: ImageNet-1k's, after slim's "background" where it has one."""
+        from kerasnets import imagenet
+
+        return imagenet.class_names(background=bool(self.label_offset))
+
     @property
     def input_sizes(self):
         """The square inputs this set has its own files for (MobileNet's 128-224), else just `input_size`."""

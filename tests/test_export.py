@@ -11,9 +11,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import kerasnets
 from kerasnets import cli, data, export, graph, tflite_metadata
 import without_kerasnets
 from readme_runs import readme_first_run
+from torch_reference import torchvision
+from weight_files import randomize, write_keras_applications_h5
 
 
 @pytest.fixture(scope="module")
@@ -166,6 +169,32 @@ def test_mediapipe_image_classifier_reads_the_export_as_an_app_would(trained, tm
     assert metadata["output"]["shape"] == [1, 10] and metadata["author"].startswith("kerasnets ")
     if quantize == "int8":
         _run_readme_phone_example(output, tmp_path)
+
+
+def test_an_export_with_imagenet_weights_names_imagenets_classes(tmp_path, monkeypatch):
+    """A phone app answers "goldfish", not "1": published weights' class names go into the file's metadata."""
+    categories = torchvision().models.ResNet18_Weights.IMAGENET1K_V1.meta["categories"]
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    entry = kerasnets.get_config("mobilenet_v1_025").weights_file("imagenet", include_top=True)
+    (tmp_path / "models").mkdir()  # keras.applications' file, random numbers, where a download would put it
+    write_keras_applications_h5(randomize(keras.applications.MobileNet(weights=None, alpha=0.25)),
+                                str(tmp_path / "models" / entry.filename))
+    output = str(tmp_path / "export" / "mobilenet.tflite")
+    _, card = export.export("mobilenet_v1_025", format="tflite", weights="imagenet", output=output)
+    assert card["labels"] == categories and len(set(categories)) == 1000
+    assert tflite_metadata.read(open(output, "rb").read())["labels"] == categories
+    assert open(tmp_path / "export" / "labels.txt").read().splitlines() == categories
+    with export.MediaPipeClassifier(output) as classifier:
+        classifier(np.zeros((1, 224, 224, 3), "float32"))
+        assert classifier.names[0] == dict(enumerate(categories))
+    # TF-slim's 1001 classes start with its background class; features without the classifier have no names.
+    assert kerasnets.get_config("mobilenet_v1_025").pretrained("imagenet_slim").class_names() == [
+        "background", *categories]
+    notop = write_keras_applications_h5(
+        randomize(keras.applications.MobileNet(weights=None, alpha=0.25, include_top=False)),
+        str(tmp_path / "models" / kerasnets.get_config("mobilenet_v1_025").weights_file("imagenet", False).filename))
+    net, _, labels = export.load_model("mobilenet_v1_025", "imagenet", {"include_top": False, "pooling": "avg"})
+    assert os.path.exists(notop) and net.output_shape == (None, 256) and labels is None
 
 
 def _run_readme_phone_example(tflite, tmp_path):
