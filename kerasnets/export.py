@@ -63,9 +63,8 @@ def load_model(model, weights=None, model_args=None):
     net = config.builder(weights=weights, input_tensor=x, **(model_args or {}))
     published = config.pretrained(weights) if isinstance(weights, str) and weights in config.weight_tags else None
     # Published weights with their classifier: apps answer with ImageNet's names.
-    with_classifier = (model_args or {}).get("include_top", True) and net.output_shape[-1] == getattr(
-        published, "classes", None)
-    labels = published.class_names() if published and with_classifier else None
+    with_classifier = published is not None and (model_args or {}).get("include_top", True)
+    labels = published.class_names(net.output_shape[-1]) if with_classifier else None
     return net, model, labels
 
 

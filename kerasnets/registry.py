@@ -60,11 +60,17 @@ class PretrainedWeights:
     # 224 of 256, timm's crop_pct); None where the publisher does not say.
     crop_fraction: Optional[float] = None
 
-    def class_names(self):
-        """The name of each class the classifier scores: ImageNet-1k's, after slim's "background" where it has one."""
+    def class_names(self, classes=None):
+        """The name of each of a classifier's `classes` scores (default: the set's own number): ImageNet-1k's, after
+        slim's "background" where the model keeps it; None for any other number of classes."""
         from kerasnets import imagenet
 
-        return imagenet.class_names(background=bool(self.label_offset))
+        classes = self.classes if classes is None else classes
+        if classes == self.classes:
+            return imagenet.class_names(background=bool(self.label_offset))
+        if classes == self.classes - self.label_offset:  # a slim set built with classes=1000: background dropped
+            return imagenet.class_names()
+        return None
 
     @property
     def input_sizes(self):

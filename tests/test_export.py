@@ -119,7 +119,7 @@ def test_an_int8_file_writes_each_quantization_vector_once():
 
     vectors, where, distinct = zero_point_vectors(converted)
     count = len(vectors)
-    assert count >= 8 and len(where) == count and len(distinct) == 3  # the converter: a vector per filter and bias
+    assert count >= 8 and len(where) == count and len(distinct) == 3  # the converter: a vector per per-channel tensor
     vectors, where, distinct = zero_point_vectors(written)
     assert len(vectors) == count and len(where) == len(distinct) == 3  # 32, 64 and 4 zeros, stored once each
 
@@ -187,9 +187,12 @@ def test_an_export_with_imagenet_weights_names_imagenets_classes(tmp_path, monke
     with export.MediaPipeClassifier(output) as classifier:
         classifier(np.zeros((1, 224, 224, 3), "float32"))
         assert classifier.names[0] == dict(enumerate(categories))
-    # TF-slim's 1001 classes start with its background class; features without the classifier have no names.
-    assert kerasnets.get_config("mobilenet_v1_025").pretrained("imagenet_slim").class_names() == [
-        "background", *categories]
+    # TF-slim's 1001 classes start with its background class, which classes=1000 (the builders' default) drops;
+    # another number of classes, or features without the classifier, have no names.
+    slim = kerasnets.get_config("mobilenet_v1_025").pretrained("imagenet_slim")
+    assert slim.class_names() == slim.class_names(1001) == ["background", *categories]
+    assert slim.class_names(1000) == categories and slim.class_names(5) is None
+    assert kerasnets.get_config("inception_v1").pretrained("imagenet").class_names(1000) == categories
     notop = write_keras_applications_h5(
         randomize(keras.applications.MobileNet(weights=None, alpha=0.25, include_top=False)),
         str(tmp_path / "models" / kerasnets.get_config("mobilenet_v1_025").weights_file("imagenet", False).filename))
