@@ -4,8 +4,9 @@ import os
 
 # ImageNet-1k's class names in class-index order (0 "tench", 1 "goldfish", ...): torchvision's categories (its
 # weights' `meta["categories"]`), the names made unique where WordNet repeats a lemma ("crane" the bird, 134, and
-# the machine, 517; "maillot" and "maillot tank suit", 638 and 639). keras.applications' `decode_predictions` (which
-# `decode_predictions` below calls) names the classes its own way: "great_white_shark", "crane" twice. Shipped with the package, so an export names its classes without a download.
+# the machine, 517; "maillot" and "maillot tank suit", 638 and 639). Shipped with the package, so an export names
+# its classes without a download. keras.applications' `decode_predictions` (which `decode_predictions` below
+# calls) names them its own way: "great_white_shark", "crane" twice.
 CLASSES_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "imagenet_classes.txt")
 
 

@@ -109,7 +109,7 @@ def populate(model_bytes, metadata, files=None):
 
 
 def _write_quantization_vectors_once(model, builder):
-    """Makes `model.Pack(builder)` write each distinct quantization vector once, every tensor that has it pointing there.
+    """Makes `model.Pack(builder)` write each distinct quantization vector once, every tensor with it pointing there.
 
     The converter writes a scale and a zero point per output channel for every
     int8 filter and bias, each tensor its own vectors; the zero points are all
